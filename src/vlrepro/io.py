@@ -1,0 +1,109 @@
+"""Atomic file writes and the metrics-JSON convention shared by every stage.
+
+Every file a stage writes goes through a temp file in the same folder and ``os.replace``, so a killed
+run never leaves half a file behind for DVC or a later stage to read.
+
+Metrics JSON (``reports/metrics/<stage>.json`` or ``reports/metrics/<stage>/<variant>-<seed>.json``)::
+
+    {"stage": "smcim", "variant": "full", "seed": 0,
+     "metrics": {"refcocog.val.acc@0.5": 0.71, ...},       # numbers, possibly nested
+     "claims": [{...claim rows, see vlrepro.report.claims...}]}   # optional
+
+The report stage reads every such file; ``variant``/``seed`` may be null for single-run stages.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``write(f)`` on a temp file next to ``path``, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save_npy(path: str | Path, array: np.ndarray) -> Path:
+    return atomic_write(path, lambda f: np.save(f, array))
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if hasattr(x, "item") and getattr(x, "ndim", None) == 0:  # 0-d torch / numpy arrays
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        raise ValueError(f"refusing to write non-finite metric value {x!r}")
+    return x
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    buf = io.StringIO()
+    json.dump(_jsonable(obj), buf, indent=2, sort_keys=True)
+    buf.write("\n")
+    return atomic_write_text(path, buf.getvalue())
+
+
+def write_metrics(
+    path: str | Path,
+    stage: str,
+    metrics: dict[str, Any],
+    variant: str | None = None,
+    seed: int | None = None,
+    claims: list[dict[str, Any]] | None = None,
+) -> Path:
+    """Write one stage's metrics in the convention above (numbers rounded to 6 digits for stable diffs)."""
+
+    def rounded(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: rounded(v) for k, v in x.items()}
+        if isinstance(x, float):
+            return round(x, 6)
+        return x
+
+    doc: dict[str, Any] = {"stage": stage, "variant": variant, "seed": seed, "metrics": rounded(_jsonable(metrics))}
+    if claims is not None:
+        doc["claims"] = _jsonable(claims)
+    return write_json(path, doc)
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: not found") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None

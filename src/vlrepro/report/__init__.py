@@ -1,0 +1,35 @@
+"""The report stage: paper references, the claims ledger, tables and figures.
+
+``build_report(metrics_dir, out_dir, title, alpha)`` is the entry point the report notebook calls;
+the modules each do one job:
+
+- ``references``: load and validate ``references.yaml`` (paper-reported numbers with sources);
+- ``collect``: read every metrics JSON into a tidy DataFrame and aggregate over seeds;
+- ``claims``: the claim row format, the Welch test and the ledger (``reports/claims.csv``);
+- ``figures``: one seaborn bar plot per stage;
+- ``render``: the same blocks as Markdown and as self-contained HTML;
+- ``build``: put it together and write the files atomically.
+"""
+
+from vlrepro.report.build import build_report
+from vlrepro.report.claims import LEDGER_COLUMNS, ClaimError, ClaimRow, ClaimTest, claims_ledger, decide
+from vlrepro.report.collect import MetricsError, collect, summarize
+from vlrepro.report.references import PAPERS, Reference, ReferencesError, load_references, references_frame
+
+__all__ = [
+    "LEDGER_COLUMNS",
+    "PAPERS",
+    "ClaimError",
+    "ClaimRow",
+    "ClaimTest",
+    "MetricsError",
+    "Reference",
+    "ReferencesError",
+    "build_report",
+    "claims_ledger",
+    "collect",
+    "decide",
+    "load_references",
+    "references_frame",
+    "summarize",
+]

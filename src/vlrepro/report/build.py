@@ -1,0 +1,225 @@
+"""Build ``REPORT.md``, ``report.html`` and ``claims.csv`` from the metrics JSON files of every stage.
+
+Everything is computed in memory first and written only when all of it succeeded, each file atomically,
+so a bad input leaves the previous report untouched. Output is deterministic: inputs are read in sorted
+order, tables are sorted, there are no timestamps or absolute paths, and PNGs carry no metadata.
+
+Files written under ``out_dir``: ``REPORT.md``, ``report.html`` (figures embedded as base64 PNG, no
+external CSS/JS), ``claims.csv`` and ``report_figures/<stage>.png`` (the figures REPORT.md links to).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vlrepro.io import atomic_write_bytes, atomic_write_text
+from vlrepro.report.claims import VERDICTS, claims_ledger, ledger_csv
+from vlrepro.report.collect import NO_VARIANT, Collection, MetricsError, collect, ordered_stages, summarize
+from vlrepro.report.figures import select_metrics, stage_figure
+from vlrepro.report.references import PAPERS, Reference, load_references
+from vlrepro.report.render import Block, Bullets, Heading, Image, Table, Text, to_html, to_markdown
+
+FIGURES_DIR = "report_figures"
+
+
+def fmt(x: float) -> str:
+    """4 significant digits (plain integers for large values); '—' for a missing number."""
+    if x is None or math.isnan(x):
+        return "—"
+    x = float(x) + 0.0  # turns -0.0 into 0.0
+    return f"{x:.4g}" if abs(x) < 1e4 else f"{x:.0f}"
+
+
+def mean_std(mean: float, std: float) -> str:
+    return fmt(mean) if std is None or math.isnan(std) else f"{fmt(mean)} ± {fmt(std)}"
+
+
+def _runs(collection: Collection, stage: str) -> dict[str, list[int | None]]:
+    """variant → sorted seeds of the stage's runs."""
+    runs: dict[str, list[int | None]] = {}
+    for f in collection.files:
+        if f.stage == stage:
+            runs.setdefault(f.variant, []).append(f.seed)
+    return {v: sorted(seeds, key=lambda s: (s is None, s)) for v, seeds in sorted(runs.items())}
+
+
+def stage_table(summary: pd.DataFrame, runs: dict[str, list[int | None]]) -> pd.DataFrame:
+    """Metric rows × variant columns of 'mean ± std'; a cell built from fewer seeds than its variant has
+    runs says so, e.g. '0.71 ± 0.02 (n=2)'."""
+    columns: dict[str, dict[str, str]] = {}
+    for variant, seeds in runs.items():
+        label = f"{'value' if variant == NO_VARIANT else variant} (n={len(seeds)})"
+        cells = {}
+        for r in summary[summary["variant"] == variant].itertuples():
+            cells[r.metric] = mean_std(r.mean, r.std) + ("" if r.n == len(seeds) else f" (n={r.n})")
+        columns[label] = cells
+    table = pd.DataFrame(columns).sort_index().fillna("")
+    return table.rename_axis("metric").reset_index()
+
+
+def _seed(seed: int | None) -> str:
+    return "—" if seed is None else str(seed)
+
+
+def _stage_hint(collection: Collection, stage: str) -> dict[str, Any] | None:
+    hints = {json.dumps(f.figure, sort_keys=True): f.file for f in collection.files if f.stage == stage and f.figure}
+    if len(hints) > 1:
+        raise MetricsError(f"stage {stage!r}: files {sorted(hints.values())} carry different 'figure' hints")
+    return json.loads(next(iter(hints))) if hints else None
+
+
+def _figure_name(stage: str) -> str:
+    return f"{FIGURES_DIR}/{re.sub(r'[^A-Za-z0-9_.-]', '_', stage)}.png"
+
+
+def _method_note(alpha: float) -> Bullets:
+    return Bullets(
+        (
+            'Our numbers ("Our results", "Claims ledger") are read from the metrics JSON files the pipeline '
+            "stages write under `reports/metrics/` (one file per stage run, each run recorded in `dvc.lock`); "
+            "nothing in those sections is typed in by hand.",
+            "Mean ± std are over seeds: sample standard deviation (ddof = 1); n = number of runs (seeds). "
+            "A single run shows its value alone. Numbers are rounded to 4 significant digits.",
+            f"Claims: Welch's t-test, one-sided in the direction the paper claims, alpha = {alpha:g}. "
+            "Verdict `reproduced` if the difference goes the claimed way and p < alpha; `not reproduced` if the "
+            "mean difference is zero or goes the other way; `inconclusive` if p ≥ alpha or a side has fewer "
+            "than 2 seeds.",
+            "Paper-reported numbers come from the package file `vlrepro/report/references.yaml`, each with its "
+            "source. They are not produced by this pipeline and never enter our tables. Under the default "
+            "profile our data is an embedded synthetic stand-in for the papers' benchmarks, so compare claims "
+            "(variant vs variant), not absolute values.",
+        )
+    )
+
+
+def _claims_blocks(ledger: pd.DataFrame) -> list[Block]:
+    blocks: list[Block] = [Heading("Claims ledger")]
+    if ledger.empty:
+        return [*blocks, Text("No stage has stated a claim yet.")]
+    counts = Counter(ledger["verdict"])
+    blocks.append(Text(", ".join(f"{v}: {counts.get(v, 0)}" for v in VERDICTS) + ". Also in `claims.csv`."))
+    table = pd.DataFrame(
+        {
+            "paper": ledger["paper"],
+            "claim": ledger["claim"],
+            "stage": ledger["stage"],
+            "metric": ledger["metric"] + ledger["higher_is_better"].map({True: " ↑", False: " ↓"}),
+            "ours": ledger["variant"]
+            + ": "
+            + [mean_std(m, s) for m, s in zip(ledger.ours_mean, ledger.ours_std, strict=True)],
+            "reference": ledger["reference_variant"]
+            + ": "
+            + [mean_std(m, s) for m, s in zip(ledger.reference_mean, ledger.reference_std, strict=True)],
+            "seeds": ledger["n_ours"].astype(str) + " vs " + ledger["n_reference"].astype(str),
+            "test": ledger["test"],
+            "p": [fmt(p) for p in ledger["p_value"]],
+            "verdict": ledger["verdict"],
+        }
+    )
+    return [*blocks, Table(table)]
+
+
+def _reference_blocks(refs: list[Reference]) -> list[Block]:
+    blocks: list[Block] = [
+        Heading("Paper-reported numbers"),
+        Text(
+            "Transcribed from the papers and their peers (not produced here), one table per paper. "
+            "`—` in split: the source does not state it. Flags keep the caveats of our paper cards."
+        ),
+    ]
+    for paper in PAPERS:
+        rows = [
+            {
+                "role": r.role,
+                "method": r.method,
+                "benchmark": r.benchmark,
+                "split": r.split or "—",
+                "metric": r.metric,
+                "value": "not available" if r.value is None else mean_std(r.value, r.std),
+                "unit": r.unit,
+                "source": r.source,
+                "flags": ", ".join(r.flags),
+                "note": r.note or "",
+            }
+            for r in refs
+            if r.paper == paper
+        ]
+        blocks.append(Heading(paper, 3))
+        blocks.append(Table(pd.DataFrame(rows)) if rows else Text("No reported numbers on file."))
+    return blocks
+
+
+def build_report(metrics_dir: Path, out_dir: Path, title: str, alpha: float) -> dict[str, Any]:
+    """Read every metrics JSON under ``metrics_dir`` and write the report files into ``out_dir``.
+
+    Returns the written paths (``report_md``, ``report_html``, ``claims_csv``, ``figures``), the
+    ``stages`` found, the per-seed aggregate ``summary`` and the ``claims`` ledger (DataFrames), and
+    ``verdicts`` (verdict → count), for a notebook to display.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    metrics_dir, out_dir = Path(metrics_dir), Path(out_dir)
+    collection = collect(metrics_dir)
+    summary = summarize(collection.values)
+    ledger = claims_ledger(collection, alpha)
+    refs = load_references()
+    stages = ordered_stages({f.stage for f in collection.files})
+
+    blocks: list[Block] = [Heading(title, 1), Heading("How these numbers were produced"), _method_note(alpha)]
+    overview = []
+    for stage in stages:
+        runs = _runs(collection, stage)
+        described = "; ".join(
+            f"{'(no variant)' if v == NO_VARIANT else v}: seeds {', '.join(map(_seed, seeds))}"
+            for v, seeds in runs.items()
+        )
+        overview.append(f"`{stage}`: {sum(map(len, runs.values()))} run(s); {described}")
+    blocks += [Heading("Stages"), Bullets(tuple(overview)), Heading("Our results")]
+
+    images: list[Image] = []
+    for stage in stages:
+        runs = _runs(collection, stage)
+        blocks.append(Heading(f"Stage `{stage}`", 3))
+        stage_summary = summary[summary["stage"] == stage]
+        if stage_summary.empty:
+            blocks.append(Text("This stage reported no metrics."))
+            continue
+        blocks.append(Table(stage_table(stage_summary, runs)))
+        hint = _stage_hint(collection, stage)
+        values = collection.values[collection.values["stage"] == stage]
+        selected = select_metrics(values, hint, f"stage {stage!r}")
+        fig_title = (hint or {}).get("title") or f"{stage}: mean ± std over seeds"
+        image = Image(_figure_name(stage), stage_figure(selected, str(fig_title)), f"{stage} metrics")
+        images.append(image)
+        blocks.append(image)
+
+    blocks += _claims_blocks(ledger)
+    blocks += _reference_blocks(refs)
+
+    markdown, html, csv = to_markdown(blocks), to_html(blocks, title), ledger_csv(ledger)
+
+    # Everything above can fail; nothing below should, so a failed build leaves the old report whole.
+    figure_paths = [atomic_write_bytes(out_dir / img.path, img.png) for img in images]
+    for stale in sorted((out_dir / FIGURES_DIR).glob("*.png")):
+        if stale not in figure_paths:
+            stale.unlink()
+    paths = {
+        "claims_csv": atomic_write_text(out_dir / "claims.csv", csv),
+        "report_md": atomic_write_text(out_dir / "REPORT.md", markdown),
+        "report_html": atomic_write_text(out_dir / "report.html", html),
+    }
+    return {
+        **paths,
+        "figures": figure_paths,
+        "stages": stages,
+        "summary": summary,
+        "claims": ledger,
+        "verdicts": {v: int((ledger["verdict"] == v).sum()) for v in VERDICTS},
+    }

@@ -1,0 +1,196 @@
+"""The claims ledger: one verdict per paper claim, with the test that decided it.
+
+Claim rows
+----------
+A stage states the claims its runs can decide in the optional ``"claims"`` list of its metrics JSON
+(``vlrepro.io.write_metrics(..., claims=[...])``). A row names *what* to compare, never the numbers::
+
+    {"paper": "AMC", "claim": "AMC beats the same model trained without it (pointing game)",
+     "metric": "refcoco+.testA.pointing", "variant": "amc", "reference_variant": "no_amc",
+     "higher_is_better": true}
+
+- ``metric`` is the dotted name of a metric in that stage's files (nesting joined with ``.``);
+- ``variant`` / ``reference_variant`` are ``"variant"`` values of files of the same stage (an optional
+  ``"stage"`` key points the claim at another stage);
+- ``higher_is_better`` gives the claimed direction (``false`` for e.g. Deletion AUC or latency).
+
+The per-seed values are looked up from the collected metrics, so the ledger and the tables always show
+the same numbers and a stage does not have to gather other runs' results. Every seed file of a stage may
+carry the same row (identical rows count once), so a matrix stage can write them without coordination.
+
+Test
+----
+Welch's two-sample t-test, one-sided in the claimed direction (``scipy.stats.ttest_ind(...,
+equal_var=False, alternative=...)``). Welch because the variants need not have equal variance across
+seeds (a regulariser such as AMC may well change it), and one-sided because a paper claim is
+directional. Verdicts:
+
+- ``inconclusive`` with fewer than 2 seeds on either side (no variance estimate, no test is run);
+- ``not reproduced`` when the mean difference is zero or in the wrong direction;
+- ``reproduced`` when it is in the claimed direction and p < alpha;
+- ``inconclusive`` when it is in the claimed direction but p ≥ alpha.
+
+In ``claims.csv`` ``n_seeds`` is the smaller of the two sides' seed counts (the one that limits the test);
+``n_ours`` and ``n_reference`` give both. Means and stds are over seeds (sample std, ddof=1).
+
+When both sides have zero spread the t statistic is undefined; the difference of means is then exact, so
+p is taken as 0 (claimed direction) or 1 (otherwise).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from scipy import stats
+
+from vlrepro.report.collect import Collection
+from vlrepro.report.references import Paper
+
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+VERDICTS: tuple[str, ...] = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
+
+# The first 13 are the convention other tools rely on (design.md); the rest help a reader check the row.
+LEDGER_COLUMNS: list[str] = [
+    "paper", "claim", "metric", "variant", "reference_variant",
+    "ours_mean", "ours_std", "reference_mean", "reference_std", "n_seeds",
+    "test", "p_value", "verdict",
+    "stage", "higher_is_better", "n_ours", "n_reference", "alpha",
+]  # fmt: skip
+
+
+class ClaimError(ValueError):
+    """A claim row that cannot be decided (malformed, or pointing at metrics that do not exist)."""
+
+
+class ClaimRow(BaseModel):
+    """The row format a stage writes into its metrics JSON (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    paper: Paper
+    claim: str = Field(min_length=1)
+    metric: str = Field(min_length=1)
+    variant: str = Field(min_length=1)
+    reference_variant: str = Field(min_length=1)
+    higher_is_better: bool
+    stage: str | None = None  # default: the stage of the file carrying the row
+
+
+@dataclass(frozen=True)
+class ClaimTest:
+    ours_mean: float
+    ours_std: float
+    reference_mean: float
+    reference_std: float
+    n_ours: int
+    n_reference: int
+    test: str
+    p_value: float  # NaN when no test was run
+    verdict: str
+
+
+def _mean_std(x: np.ndarray) -> tuple[float, float]:
+    mean = float(x.mean()) if len(x) else math.nan
+    return mean, float(x.std(ddof=1)) if len(x) > 1 else math.nan
+
+
+def decide(ours: Sequence[float], reference: Sequence[float], higher_is_better: bool, alpha: float) -> ClaimTest:
+    """Decide "ours beats reference" from per-seed values with a one-sided Welch t-test at level ``alpha``."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    a, b = np.asarray(ours, dtype=float), np.asarray(reference, dtype=float)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("per-seed values must be finite numbers")
+    (m_a, s_a), (m_b, s_b) = _mean_std(a), _mean_std(b)
+    direction = "greater" if higher_is_better else "less"
+
+    def result(test: str, p: float, verdict: str) -> ClaimTest:
+        return ClaimTest(m_a, s_a, m_b, s_b, len(a), len(b), test, p, verdict)
+
+    if len(a) < 2 or len(b) < 2:
+        return result("none (fewer than 2 seeds on a side)", math.nan, INCONCLUSIVE)
+
+    gain = (m_a - m_b) if higher_is_better else (m_b - m_a)  # > 0: the claimed direction
+    test = f"Welch t-test, one-sided (ours {'>' if higher_is_better else '<'} reference)"
+    if s_a == 0 and s_b == 0:
+        p = 0.0 if gain > 0 else 1.0
+    else:
+        p = float(stats.ttest_ind(a, b, equal_var=False, alternative=direction).pvalue)
+    if gain <= 0:
+        return result(test, p, NOT_REPRODUCED)
+    return result(test, p, REPRODUCED if p < alpha else INCONCLUSIVE)
+
+
+def claim_rows(collection: Collection) -> list[ClaimRow]:
+    """Every distinct claim row of the collection (stage filled in), sorted; conflicting copies are errors."""
+    found: dict[tuple, tuple[ClaimRow, str]] = {}
+    for f in collection.files:
+        for i, raw in enumerate(f.claims):
+            try:
+                row = ClaimRow.model_validate({"stage": f.stage, **raw})
+            except ValidationError as e:
+                err = e.errors()[0]
+                field = ".".join(str(p) for p in err["loc"]) or "(row)"
+                raise ClaimError(f"{f.file}: claims[{i}]: field '{field}': {err['msg']}") from None
+            if row.variant == row.reference_variant:
+                raise ClaimError(f"{f.file}: claims[{i}]: variant and reference_variant are both {row.variant!r}")
+            key = (row.stage, row.paper, row.claim, row.metric, row.variant, row.reference_variant)
+            if key in found and found[key][0] != row:
+                raise ClaimError(f"{f.file}: claims[{i}] contradicts the same claim in {found[key][1]}")
+            found.setdefault(key, (row, f.file))
+    return [found[k][0] for k in sorted(found)]
+
+
+def claims_ledger(collection: Collection, alpha: float) -> pd.DataFrame:
+    """Decide every claim in the collection; one row per claim in ``LEDGER_COLUMNS`` order, sorted."""
+    per_seed = {
+        key: group.sort_values("seed")["value"].to_numpy()
+        for key, group in collection.values.groupby(["stage", "variant", "metric"], sort=True)
+    }
+    rows = []
+    for row in claim_rows(collection):
+        sides = []
+        for variant in (row.variant, row.reference_variant):
+            values = per_seed.get((row.stage, variant, row.metric))
+            if values is None:
+                raise ClaimError(
+                    f"claim {row.claim!r} ({row.paper}): no values of metric {row.metric!r} for variant "
+                    f"{variant!r} in stage {row.stage!r}; variants there: {_variants(collection, row.stage)}"
+                )
+            sides.append(values)
+        t = decide(sides[0], sides[1], row.higher_is_better, alpha)
+        rows.append(
+            {
+                **row.model_dump(exclude={"stage", "higher_is_better"}),
+                "ours_mean": t.ours_mean,
+                "ours_std": t.ours_std,
+                "reference_mean": t.reference_mean,
+                "reference_std": t.reference_std,
+                "n_seeds": min(t.n_ours, t.n_reference),
+                "test": t.test,
+                "p_value": t.p_value,
+                "verdict": t.verdict,
+                "stage": row.stage,
+                "higher_is_better": row.higher_is_better,
+                "n_ours": t.n_ours,
+                "n_reference": t.n_reference,
+                "alpha": alpha,
+            }
+        )
+    ledger = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
+    return ledger.sort_values(["paper", "claim", "metric", "variant", "reference_variant"], ignore_index=True)
+
+
+def _variants(collection: Collection, stage: str) -> str:
+    names = sorted({f.variant for f in collection.files if f.stage == stage})
+    return ", ".join(names) if names else "(stage has no files)"
+
+
+def ledger_csv(ledger: pd.DataFrame) -> str:
+    """The ledger as CSV text; 6 significant digits so the file is stable across platforms."""
+    return ledger.to_csv(index=False, float_format="%.6g", lineterminator="\n")

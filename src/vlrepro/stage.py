@@ -1,0 +1,81 @@
+"""Run one pipeline notebook: ``python -m vlrepro.stage 00_data [-p key value ...]``.
+
+What every DVC stage's ``cmd`` calls. It validates params.yaml first (a bad value stops here, before
+any compute), executes ``notebooks/<name>.ipynb`` with papermill on the project's own kernel into
+``reports/notebooks/<name>.ipynb``, then exports that to HTML without code cells. The executed notebook
+is written through a temp file, so a failed run leaves the previous one in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from vlrepro.config import ConfigError, find_params_file, load_params
+from vlrepro.io import atomic_write_text
+
+KERNEL = "vlrepro"
+
+
+def ensure_kernel() -> str:
+    """Name of the Jupyter kernel to run notebooks on: the project's, registered in this environment."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec(KERNEL)
+    except NoSuchKernel:
+        # A fresh environment that skipped `make install`: register the kernel next to this interpreter.
+        from ipykernel.kernelspec import install
+
+        install(kernel_name=KERNEL, display_name="vlrepro (.venv)", prefix=sys.prefix)
+    return KERNEL
+
+
+def run_notebook(name: str, root: Path, parameters: dict | None = None) -> Path:
+    import nbformat
+    import papermill
+    from nbconvert import HTMLExporter
+
+    src = root / "notebooks" / f"{name}.ipynb"
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: no such notebook; stages live in notebooks/<name>.ipynb")
+    out_dir = root / "reports" / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{name}.ipynb"
+    tmp = out_dir / f".{name}.running.ipynb"
+    params = {"params_file": str(root / "params.yaml"), **(parameters or {})}
+    try:
+        papermill.execute_notebook(
+            str(src), str(tmp), parameters=params, kernel_name=ensure_kernel(), cwd=str(root), progress_bar=False,
+            log_output=True,
+        )
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    body, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True).from_notebook_node(
+        nbformat.read(out, as_version=4)
+    )
+    atomic_write_text(out.with_suffix(".html"), body)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("notebook", help="notebook name without .ipynb, e.g. 00_data")
+    ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                    help="extra papermill parameter (string value)")
+    args = ap.parse_args(argv)
+    params_file = find_params_file()
+    try:
+        load_params(params_file)  # fail fast, before starting a kernel
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    run_notebook(args.notebook, params_file.parent, dict(args.parameter))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vlrepro.config import ConfigError, load_params, resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def repo_params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_repo_params_validate_in_every_profile():
+    raw = repo_params()
+    for profile in ("smoke", "default", "paper"):
+        p = resolve({**raw, "profile": profile})
+        assert p.profile == profile
+
+
+def test_profile_overlay_wins_over_base_section():
+    raw = repo_params()
+    smoke_world = raw["profiles"]["smoke"]["data"]["world"]
+    key, value = next(iter(smoke_world.items()))
+    assert resolve({**raw, "profile": "smoke"}).data.world.model_dump()[key] == value
+    assert resolve({**raw, "profile": "default"}).data.world.model_dump()[key] == raw["data"]["world"].get(
+        key, type(resolve(raw).data.world)().model_dump()[key]
+    )
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda r: r["data"]["world"].__setitem__("image_sise", 64), "data.world.image_sise: unknown key"),
+        (lambda r: r["data"]["world"].__setitem__("image_size", "big"), "data.world.image_size = 'big'"),
+        (lambda r: r["data"]["world"].__setitem__("image_size", 0), "data.world.image_size = 0"),
+        (lambda r: r.__setitem__("profile", "fast"), "profile = 'fast': allowed values are smoke, default, paper"),
+        (lambda r: r["data"]["baselines"].__setitem__("image_only_lr", -1.0), "data.baselines.image_only_lr = -1.0"),
+        (lambda r: r["report"].__setitem__("alpha", 2), "report.alpha = 2"),
+    ],
+)
+def test_bad_value_names_the_key(mutate, needle):
+    raw = repo_params()
+    mutate(raw)
+    with pytest.raises(ConfigError) as e:
+        resolve(raw)
+    assert needle in str(e.value)
+
+
+def test_unknown_key_lists_allowed_keys():
+    raw = repo_params()
+    raw["data"]["baselines"]["steps"] = 3
+    with pytest.raises(ConfigError, match=r"allowed keys here: image_only_batch_size, image_only_lr"):
+        resolve(raw)
+
+
+def test_error_in_profile_overlay_points_at_the_overlay():
+    raw = repo_params()
+    raw["profile"] = "smoke"
+    raw["profiles"]["smoke"]["data"]["baselines"] = {"image_only_steps": 0}
+    with pytest.raises(ConfigError, match=r"profiles\.smoke\.data\.baselines\.image_only_steps .*greater than"):
+        resolve(raw)
+
+
+def test_dotted_overrides_and_missing_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(repo_params()))
+    assert load_params(path, {"seed": 7}).seed == 7
+    with pytest.raises(ConfigError, match="file not found"):
+        load_params(tmp_path / "nope.yaml")
+    path.write_text("data: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(path)
+
+
+def test_stage_runner_stops_on_bad_params_before_compute(tmp_path):
+    raw = repo_params()
+    raw["data"]["world"]["image_size"] = "big"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    proc = subprocess.run([sys.executable, "-m", "vlrepro.stage", "00_data"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "data.world.image_size = 'big'" in proc.stderr
+    assert not (tmp_path / "reports").exists()

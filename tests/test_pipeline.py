@@ -1,0 +1,87 @@
+"""The whole DVC pipeline in the `smoke` profile, in a scratch copy of the repository.
+
+This is what makes a broken stage fail CI. It also checks that `dvc exp run -S` reaches the notebooks
+and prints how long a no-op `dvc repro` takes (the target, < 15 s, is a benchmark figure, not a test).
+"""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+INPUTS = ["dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", "notebooks", "src"]
+
+
+def sh(*cmd: str, cwd: Path, env: dict) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def smoke_repo(tmp_path_factory):
+    work = tmp_path_factory.mktemp("smoke") / "repo"
+    for item in INPUTS:
+        src, dst = ROOT / item, work / item
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", ".ipynb_checkpoints"))
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["profile"] = "smoke"
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    sh("git", "init", "-q", cwd=work, env=env)
+    sh("git", "add", "-A", cwd=work, env=env)
+    sh("git", "commit", "-qm", "smoke", cwd=work, env=env)
+    t0 = time.perf_counter()
+    sh("dvc", "repro", cwd=work, env=env)
+    print(f"\nsmoke pipeline: {time.perf_counter() - t0:.1f} s")
+    return work, env
+
+
+@pytest.mark.pipeline
+def test_smoke_pipeline_writes_the_report(smoke_repo):
+    work, _ = smoke_repo
+    reports = work / "reports"
+    report = (reports / "REPORT.md").read_text()
+    assert "Paper-reported numbers" in report
+    html = (reports / "report.html").read_text()
+    assert "<img" in html and "data:image/png;base64," in html
+    with open(reports / "claims.csv") as f:
+        header = next(csv.reader(f))
+    assert header[:13] == ["paper", "claim", "metric", "variant", "reference_variant", "ours_mean", "ours_std",
+                           "reference_mean", "reference_std", "n_seeds", "test", "p_value", "verdict"]
+    data = json.loads((reports / "metrics" / "data.json").read_text())
+    for split in ("val", "testA", "testB"):
+        assert set(data["metrics"]["baselines"]["refcoco"][split]) >= {"random", "largest", "image_only"}
+    for name in ("00_data", "90_report"):
+        assert (reports / "notebooks" / f"{name}.ipynb").is_file()
+        assert "<html" in (reports / "notebooks" / f"{name}.html").read_text().lower()
+
+
+@pytest.mark.pipeline
+def test_second_repro_is_a_no_op(smoke_repo):
+    work, env = smoke_repo
+    t0 = time.perf_counter()
+    out = sh("dvc", "repro", cwd=work, env=env)
+    print(f"\nno-op dvc repro: {time.perf_counter() - t0:.1f} s")
+    assert "didn't change, skipping" in out and "Running stage" not in out
+
+
+@pytest.mark.pipeline
+def test_exp_run_set_param_reaches_the_notebook(smoke_repo):
+    work, env = smoke_repo
+    sh("dvc", "exp", "run", "-S", "report.title=Smoke title from exp run", cwd=work, env=env)
+    assert "Smoke title from exp run" in (work / "reports" / "REPORT.md").read_text()

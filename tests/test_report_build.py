@@ -1,0 +1,264 @@
+"""build_report end to end on a data stage and a fake paper stage (2 variants × 3 seeds, with claims)."""
+
+from __future__ import annotations
+
+import base64
+import re
+import statistics
+
+import pandas as pd
+import pytest
+
+from vlrepro.io import write_metrics
+from vlrepro.report import LEDGER_COLUMNS, PAPERS, build_report
+from vlrepro.report.claims import ClaimError
+from vlrepro.report.collect import MetricsError, collect, summarize
+from vlrepro.report.figures import FigureHintError
+
+DATA = {"baselines": {"refcoco": {"val": {"random": 0.21, "largest": 0.3, "image_only": 0.25}}}}
+# per variant: seed → (pointing, deletion, noisy)
+AMC_RUNS = {
+    "amc": {0: (0.80, 0.010, 0.70), 1: (0.82, 0.012, 0.90), 2: (0.84, 0.011, 0.60)},
+    "no_amc": {0: (0.70, 0.030, 0.70), 1: (0.71, 0.034, 0.72), 2: (0.72, 0.032, 0.68)},
+}
+
+
+def claim(claim, metric, higher_is_better=True, variant="amc", reference_variant="no_amc"):
+    return {
+        "paper": "AMC",
+        "claim": claim,
+        "metric": metric,
+        "variant": variant,
+        "reference_variant": reference_variant,
+        "higher_is_better": higher_is_better,
+    }
+
+
+CLAIMS = [
+    claim("AMC improves pointing", "refcoco+.testA.pointing"),
+    claim("AMC explanations are more faithful", "cub.deletion", higher_is_better=False),
+    claim("no-AMC improves pointing", "refcoco+.testA.pointing", variant="no_amc", reference_variant="amc"),
+    claim("AMC helps a noisy metric", "noisy"),
+]
+EXPECTED_VERDICTS = {
+    "AMC improves pointing": "reproduced",
+    "AMC explanations are more faithful": "reproduced",
+    "no-AMC improves pointing": "not reproduced",
+    "AMC helps a noisy metric": "inconclusive",
+}
+
+
+def write_fixture(root):
+    write_metrics(root / "data.json", "data", DATA)
+    for variant, seeds in AMC_RUNS.items():
+        for seed, (pointing, deletion, noisy) in seeds.items():
+            metrics = {"refcoco+": {"testA": {"pointing": pointing}}, "cub.deletion": deletion, "noisy": noisy}
+            # every seed file carries the same claims; the ledger must count each once
+            write_metrics(root / "amc" / f"{variant}-{seed}.json", "amc", metrics, variant, seed, claims=CLAIMS)
+    return root
+
+
+def expected_cell(values):
+    return f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.4g}"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    metrics = write_fixture(tmp_path_factory.mktemp("metrics"))
+    out = tmp_path_factory.mktemp("out")
+    result = build_report(metrics, out, "Test report", 0.05)
+    return metrics, out, result
+
+
+def section(text, heading):
+    """The text from ``heading`` to the next heading of the same or a higher level."""
+    level = heading.split(" ")[0]
+    start = text.index(heading + "\n")
+    rest = text[start + len(heading) :]
+    nxt = re.search(rf"^#{{1,{len(level)}}} ", rest, flags=re.M)
+    return rest[: nxt.start()] if nxt else rest
+
+
+def test_writes_the_files(built):
+    _, out, result = built
+    for name in ("REPORT.md", "report.html", "claims.csv", "report_figures/data.png", "report_figures/amc.png"):
+        assert (out / name).is_file(), name
+    assert result["stages"] == ["data", "amc"]
+    assert result["verdicts"] == {"reproduced": 2, "not reproduced": 1, "inconclusive": 1}
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_report_sections(built):
+    _, out, _ = built
+    md = (out / "REPORT.md").read_text()
+    assert md.startswith("# Test report\n")
+    for heading in (
+        "## How these numbers were produced",
+        "## Our results",
+        "### Stage `data`",
+        "### Stage `amc`",
+        "## Claims ledger",
+        "## Paper-reported numbers",
+        *(f"### {p}" for p in PAPERS),
+    ):
+        assert f"\n{heading}\n" in md, heading
+    assert md.index("## Our results") < md.index("## Claims ledger") < md.index("## Paper-reported numbers")
+
+
+def test_stage_tables_show_mean_and_std_over_seeds(built):
+    _, out, _ = built
+    md = (out / "REPORT.md").read_text()
+    amc = section(md, "### Stage `amc`")
+    assert "amc (n=3)" in amc and "no_amc (n=3)" in amc
+    for i, metric in enumerate(["refcoco+.testA.pointing", "cub.deletion", "noisy"]):
+        (row,) = [line for line in amc.splitlines() if line.startswith(f"| {metric} ")]
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells == [metric, *(expected_cell([r[i] for r in AMC_RUNS[v].values()]) for v in ("amc", "no_amc"))]
+    data = section(md, "### Stage `data`")
+    assert re.search(r"\| baselines\.refcoco\.val\.largest +\| 0\.3 +\|", data)
+    assert "![data metrics](report_figures/data.png)" in data
+
+
+def test_paper_numbers_are_separate_and_sourced(built):
+    _, out, _ = built
+    md = (out / "REPORT.md").read_text()
+    ours = md[: md.index("## Paper-reported numbers")]
+    papers = section(md, "## Paper-reported numbers")
+    assert "86.49" in section(papers, "### AMC") and "86.49" not in ours
+    assert "paper abstract" in section(papers, "### AMC")
+    assert "TransVG README" in section(papers, "### SMCIM") and "not available" in section(papers, "### SMCIM")
+    assert "MMDetection re-run" in section(papers, "### GLIP")
+    assert "0.693 ± 0.002" in section(papers, "### ALA")
+    assert "Table 3" in section(papers, "### BLIP")
+
+
+def test_claims_csv(built):
+    metrics, out, result = built
+    ledger = pd.read_csv(out / "claims.csv")
+    assert list(ledger.columns[:13]) == LEDGER_COLUMNS[:13] == [
+        "paper", "claim", "metric", "variant", "reference_variant", "ours_mean", "ours_std",
+        "reference_mean", "reference_std", "n_seeds", "test", "p_value", "verdict",
+    ]  # fmt: skip
+    assert len(ledger) == len(CLAIMS)  # the 6 copies of each claim count once
+    assert dict(zip(ledger["claim"], ledger["verdict"], strict=True)) == EXPECTED_VERDICTS
+    row = ledger.set_index("claim").loc["AMC improves pointing"]
+    ours = [r[0] for r in AMC_RUNS["amc"].values()]
+    ref = [r[0] for r in AMC_RUNS["no_amc"].values()]
+    assert row["ours_mean"] == pytest.approx(statistics.mean(ours), rel=1e-5)
+    assert row["ours_std"] == pytest.approx(statistics.stdev(ours), rel=1e-5)
+    assert row["reference_mean"] == pytest.approx(statistics.mean(ref), rel=1e-5)
+    assert row["reference_std"] == pytest.approx(statistics.stdev(ref), rel=1e-5)
+    assert row["n_seeds"] == 3 and "Welch" in row["test"]
+    md = (out / "REPORT.md").read_text()
+    claims_md = section(md, "## Claims ledger")
+    assert all(f"| {c} " in claims_md for c in EXPECTED_VERDICTS)
+
+
+def test_html_is_self_contained(built):
+    _, out, _ = built
+    html = (out / "report.html").read_text()
+    images = re.findall(r'<img [^>]*src="([^"]*)"', html)
+    assert len(images) == 2
+    for src in images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not re.search(r"https?://|<link|<script|@import|url\(", html)
+    assert "<table" in html and "Paper-reported numbers" in html
+
+
+def test_deterministic_and_independent_of_location(built, tmp_path):
+    metrics, out, _ = built
+    other_metrics = write_fixture(tmp_path / "elsewhere")
+    build_report(other_metrics, tmp_path / "out", "Test report", 0.05)
+    for name in ("REPORT.md", "claims.csv", "report.html", "report_figures/amc.png"):
+        assert (tmp_path / "out" / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_data_stage_alone_and_stale_figures_removed(tmp_path):
+    metrics, out = tmp_path / "m", tmp_path / "out"
+    write_fixture(metrics)
+    build_report(metrics, out, "t", 0.05)
+    for f in (metrics / "amc").iterdir():
+        f.unlink()
+    result = build_report(metrics, out, "t", 0.05)
+    assert result["stages"] == ["data"] and result["verdicts"] == {v: 0 for v in result["verdicts"]}
+    assert sorted(p.name for p in (out / "report_figures").iterdir()) == ["data.png"]
+    assert "No stage has stated a claim yet." in (out / "REPORT.md").read_text()
+    assert (out / "claims.csv").read_text().splitlines()[0].startswith("paper,claim,metric,")
+
+
+def test_summarize_matches_independent_mean_std(tmp_path):
+    summary = summarize(collect(write_fixture(tmp_path)).values).set_index(["stage", "variant", "metric"])
+    noisy = [r[2] for r in AMC_RUNS["amc"].values()]
+    row = summary.loc[("amc", "amc", "noisy")]
+    assert (row["mean"], row["std"], row["n"]) == pytest.approx((statistics.mean(noisy), statistics.stdev(noisy), 3))
+    assert summary.loc[("data", "—", "baselines.refcoco.val.random"), "n"] == 1
+
+
+def test_figure_hint_selects_metrics(tmp_path):
+    metrics = write_fixture(tmp_path / "m")
+    doc = (metrics / "data.json").read_text()
+    (metrics / "data.json").write_text(doc.replace('"metrics"', '"figure": {"metrics": ["baselines"]}, "metrics"'))
+    build_report(metrics, tmp_path / "out", "t", 0.05)
+    (metrics / "data.json").write_text(doc.replace('"metrics"', '"figure": {"metrics": ["nope"]}, "metrics"'))
+    with pytest.raises(FigureHintError, match="match none"):
+        build_report(metrics, tmp_path / "out", "t", 0.05)
+
+
+# --- bad input: an error naming the file, and the previous report left untouched ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"metrics": {"a": 1}}', "'stage'"),
+        ('{"stage": "amc"}', "'metrics'"),
+        ('{"stage": "amc", "metrics": [1, 2]}', "'metrics'"),
+        ('{"stage": "amc", "metrics": {"a": {"b": "high"}}}', r"metrics\.a\.b = 'high'"),
+        ('{"stage": "amc", "metrics": {"a": 1}, "seed": "0"}', "'seed'"),
+        ("[1, 2]", "top level"),
+    ],
+)
+def test_malformed_metrics_file_names_it(tmp_path, content, message):
+    metrics, out = write_fixture(tmp_path / "m"), tmp_path / "out"
+    build_report(metrics, out, "t", 0.05)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    (metrics / "broken.json").write_text(content)
+    with pytest.raises(ValueError, match=message) as err:
+        build_report(metrics, out, "t", 0.05)
+    assert "broken.json" in str(err.value)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_duplicate_run_is_an_error(tmp_path):
+    metrics = write_fixture(tmp_path / "m")
+    write_metrics(metrics / "amc" / "copy.json", "amc", {"noisy": 1.0}, "amc", 0)
+    with pytest.raises(MetricsError, match=r"copy\.json.*amc-0\.json|amc-0\.json.*copy\.json"):
+        collect(metrics)
+
+
+def test_claim_for_missing_variant_is_an_error(tmp_path):
+    metrics = write_fixture(tmp_path / "m")
+    write_metrics(
+        metrics / "amc" / "extra-0.json", "amc", {"noisy": 1.0}, "extra", 0, claims=[claim("x", "noisy", variant="amx")]
+    )
+    with pytest.raises(ClaimError, match="variant 'amx'.*variants there: amc, extra, no_amc"):
+        build_report(metrics, tmp_path / "out", "t", 0.05)
+
+
+def test_malformed_claim_row_names_file_and_field(tmp_path):
+    metrics = write_fixture(tmp_path / "m")
+    bad = {k: v for k, v in claim("x", "noisy").items() if k != "higher_is_better"}
+    write_metrics(metrics / "amc" / "extra-0.json", "amc", {"noisy": 1.0}, "extra", 0, claims=[bad])
+    with pytest.raises(ClaimError, match=r"amc/extra-0\.json: claims\[0\]: field 'higher_is_better'"):
+        build_report(metrics, tmp_path / "out", "t", 0.05)
+
+
+def test_empty_or_missing_metrics_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        build_report(tmp_path / "absent", tmp_path / "out", "t", 0.05)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MetricsError, match="no metrics JSON"):
+        build_report(tmp_path / "empty", tmp_path / "out", "t", 0.05)
+    assert not (tmp_path / "out").exists()

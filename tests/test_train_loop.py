@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+import json
+import math
+from collections import namedtuple
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from vlrepro.train import TrainConfig, fit, groups_by_prefix, lr_factor, move_to
+
+
+def _teacher_data(n: int = 256) -> TensorDataset:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 4, generator=g)
+    teacher = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+        y = teacher(x).squeeze(-1)
+    return TensorDataset(x, y)
+
+
+class MLP(nn.Module):
+    def __init__(self, dropout: float = 0.0) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Linear(4, 32), nn.Tanh(), nn.Dropout(dropout))
+        self.head = nn.Linear(32, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x)).squeeze(-1)
+
+
+def mse(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+    x, y = batch
+    return {"loss": nn.functional.mse_loss(model(x), y)}
+
+
+def _cfg(**kw: object) -> TrainConfig:
+    base = {"steps": 30, "batch_size": 16, "lr": 1e-2, "log_every": 5, "ckpt_every": 10, "progress": False}
+    return TrainConfig(**(base | kw))
+
+
+def test_tiny_mlp_learns_and_writes_its_outputs(tmp_path: Path) -> None:
+    data = _teacher_data()
+    x, y = data.tensors
+    baseline = float(y.var())
+    cfg = _cfg(steps=400, batch_size=32, lr=2e-2, warmup_steps=20, log_every=50, ckpt_every=200, progress=True)
+    evaluate = lambda m: {"val_mse": float(nn.functional.mse_loss(m(x), y).detach())}  # noqa: E731
+    result = fit(MLP(), data, mse, cfg, tmp_path, evaluate=evaluate)
+
+    assert result.metrics["val_mse"] < 0.05 * baseline, (result.metrics, baseline)
+    assert result.history[-1]["loss"] < result.history[0]["loss"] / 5
+    assert result.start_step == 0
+    assert json.loads((tmp_path / "history.json").read_text()) == result.history
+    assert json.loads((tmp_path / "metrics.json").read_text()) == result.metrics
+    assert set(result.metrics) == {"step", "loss", "val_mse"} and result.metrics["step"] == 400
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in result.model.state_dict().items())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json", "last.pt", "metrics.json", "model.pt"]
+
+
+def test_logged_lr_follows_the_schedule(tmp_path: Path) -> None:
+    cfg = _cfg(steps=12, schedule="step", milestones=(4, 8), gamma=0.5, warmup_steps=2, log_every=1)
+    history = fit(MLP(), _teacher_data(), mse, cfg, tmp_path).history
+    # record `step` k is the k-th update, which used factor(k - 1)
+    assert [r["lr"] for r in history] == pytest.approx([1e-2 * lr_factor(r["step"] - 1, cfg) for r in history])
+    assert [r["lr"] for r in history][:5] == pytest.approx([5e-3, 1e-2, 1e-2, 1e-2, 5e-3])
+
+
+def test_gradient_clipping_bounds_the_norm(tmp_path: Path) -> None:
+    def huge(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"loss": 1e4 * mse(model, batch)["loss"]}
+
+    def grad_norm(model: nn.Module) -> float:
+        return float(nn.utils.get_total_norm([p.grad for p in model.parameters()]))
+
+    seen: list[tuple[float, float | None]] = []
+    cb = lambda step, record, model: seen.append((grad_norm(model), record and record["grad_norm"]))  # noqa: E731
+    fit(MLP(), _teacher_data(), huge, _cfg(steps=10, grad_clip=0.5, log_every=1), tmp_path / "a", callbacks=[cb])
+    assert all(after <= 0.5 * (1 + 1e-5) for after, _ in seen)
+    assert all(before is not None and before > 0.5 for _, before in seen)  # the record keeps the pre-clip norm
+
+    seen.clear()
+    fit(MLP(), _teacher_data(), huge, _cfg(steps=3, grad_clip=0, log_every=1), tmp_path / "b", callbacks=[cb])
+    assert all(after == pytest.approx(before) and after > 0.5 for after, before in seen)  # 0 = off
+
+
+def test_evaluation_is_recorded_and_does_not_change_training(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        assert not model.training
+        calls.append(1)
+        torch.rand(100)  # consumes the global RNG; the loop must restore it
+        return {"score": float(len(calls))}
+
+    cfg = _cfg(steps=20, eval_every=6, log_every=4)
+    with_eval = fit(MLP(dropout=0.3), _teacher_data(), mse, cfg, tmp_path / "a", evaluate=evaluate)
+    without = fit(MLP(dropout=0.3), _teacher_data(), mse, cfg, tmp_path / "b")
+    assert [r["step"] for r in with_eval.history] == [4, 6, 8, 12, 16, 18, 20]
+    assert [r.get("score") for r in with_eval.history] == [None, 1, None, 2, None, 3, 4]
+    assert with_eval.metrics["score"] == 4 and with_eval.model.training
+    a, b = with_eval.model.state_dict(), without.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # also: same seed, same bits
+
+
+def test_in_process_resume_after_a_crash_matches(tmp_path: Path) -> None:
+    cfg = _cfg(steps=20, ckpt_every=4, log_every=2)
+    ref = fit(MLP(dropout=0.3), _teacher_data(), mse, cfg, tmp_path / "ref")
+
+    def crash(step: int, record: dict | None, model: nn.Module) -> None:
+        if step == 11:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(MLP(dropout=0.3), _teacher_data(), mse, cfg, tmp_path / "run", callbacks=[crash])
+    resumed = fit(MLP(dropout=0.3), _teacher_data(), mse, cfg, tmp_path / "run")
+    assert resumed.start_step == 8
+    assert resumed.history == ref.history
+    assert all(torch.equal(v, ref.model.state_dict()[k]) for k, v in resumed.model.state_dict().items())
+
+    calls: list[int] = []
+    again = fit(MLP(), _teacher_data(), lambda m, b: calls.append(1) or mse(m, b), cfg, tmp_path / "run")
+    assert again.start_step == 20 and not calls and again.metrics == ref.metrics  # finished: nothing to do
+
+
+def test_incompatible_checkpoint_is_set_aside(tmp_path: Path) -> None:
+    fit(MLP(), _teacher_data(), mse, _cfg(steps=10), tmp_path)
+    with pytest.warns(UserWarning, match=r"lr: 0.01 -> 0.02"):
+        result = fit(MLP(), _teacher_data(), mse, _cfg(steps=10, lr=2e-2), tmp_path)
+    assert result.start_step == 0 and (tmp_path / "last.pt.incompatible").exists()
+
+    class Wider(MLP):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Linear(32, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x)[..., 0]  # type: ignore[index]
+
+    with pytest.warns(UserWarning, match="different model"):
+        assert fit(Wider(), _teacher_data(), mse, _cfg(steps=10, lr=2e-2), tmp_path).start_step == 0
+
+    (tmp_path / "last.pt").write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="cannot be read"):
+        fit(MLP(), _teacher_data(), mse, _cfg(steps=10), tmp_path)
+    assert fit(MLP(), _teacher_data(), mse, _cfg(steps=10, resume=False), tmp_path).start_step == 0
+
+
+def test_param_groups_get_their_own_lr(tmp_path: Path) -> None:
+    model = MLP()
+    model.body[0].bias.requires_grad_(False)
+    groups = groups_by_prefix(model, {"body.": 1e-3})
+    assert [g["name"] for g in groups] == ["body", "rest"]
+    assert len(groups[0]["params"]) == 1 and len(groups[1]["params"]) == 2  # the frozen bias is left out
+    frozen = model.body[0].bias.detach().clone()
+    cfg = _cfg(steps=4, schedule="constant", log_every=1)
+    history = fit(model, _teacher_data(), mse, cfg, tmp_path, param_groups=groups).history
+    assert history[-1]["lr/body"] == pytest.approx(1e-3) and history[-1]["lr/rest"] == pytest.approx(1e-2)
+    assert history[-1]["lr"] == history[-1]["lr/body"]
+    assert torch.equal(model.body[0].bias, frozen)
+
+
+def test_loss_fn_contract_errors(tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="'loss'"):
+        fit(MLP(), _teacher_data(), lambda m, b: {"mse": mse(m, b)["loss"]}, _cfg(steps=1), tmp_path / "a")
+    nan = lambda m, b: {"loss": mse(m, b)["loss"] * math.nan}  # noqa: E731
+    with pytest.raises(FloatingPointError, match="step 1"):
+        fit(MLP(), _teacher_data(), nan, _cfg(steps=3, log_every=1), tmp_path / "b")
+    with pytest.raises(ValueError, match="already has"):
+        fit(MLP(), _teacher_data(), mse, _cfg(steps=2), tmp_path / "c", evaluate=lambda m: {"loss": 0.0})
+
+
+def test_determinism_flag_is_restored(tmp_path: Path) -> None:
+    before = torch.are_deterministic_algorithms_enabled()
+    fit(MLP(), _teacher_data(), mse, _cfg(steps=1), tmp_path)
+    assert torch.are_deterministic_algorithms_enabled() == before
+
+
+Pair = namedtuple("Pair", "a b")
+
+
+@dataclass(frozen=True)
+class Batch:
+    x: torch.Tensor
+    names: list[str]
+
+
+def test_move_to_handles_nested_batches() -> None:
+    t = torch.ones(2)
+    batch = {"pair": Pair(t, [t, "s"]), "obj": Batch(t, ["a"]), "n": 3, "tup": (t,)}
+    moved = move_to(batch, torch.device("cpu"))
+    assert isinstance(moved["pair"], Pair) and isinstance(moved["obj"], Batch) and moved["n"] == 3
+    assert moved["pair"].b[1] == "s" and isinstance(moved["tup"], tuple)
+    assert torch.equal(moved["obj"].x, t)

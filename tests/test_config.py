@@ -23,12 +23,20 @@ def test_repo_params_validate_in_every_profile():
 
 def test_profile_overlay_wins_over_base_section():
     raw = repo_params()
-    smoke_world = raw["profiles"]["smoke"]["data"]["world"]
-    key, value = next(iter(smoke_world.items()))
-    assert resolve({**raw, "profile": "smoke"}).data.world.model_dump()[key] == value
-    assert resolve({**raw, "profile": "default"}).data.world.model_dump()[key] == raw["data"]["world"].get(
-        key, type(resolve(raw).data.world)().model_dump()[key]
-    )
+    raw["data"]["world"]["seed"] = 5
+    raw["profiles"]["smoke"]["data"]["world"]["image_size"] = 48
+    smoke = resolve({**raw, "profile": "smoke"}).data.world
+    default = resolve({**raw, "profile": "default"}).data.world
+    assert (smoke.image_size, default.image_size) == (48, raw["data"]["world"]["image_size"])
+    assert smoke.seed == default.seed == 5  # keys the overlay does not name come from the base section
+    assert smoke.referring.train == raw["profiles"]["smoke"]["data"]["world"]["referring"]["train"]
+
+
+def test_repo_params_spell_out_the_defaults():
+    # params.yaml is what a researcher reads: its base sections must equal the code's defaults.
+    p = resolve(repo_params())
+    assert p.data.world == type(p.data.world)()
+    assert p.data.baselines == type(p.data.baselines)()
 
 
 @pytest.mark.parametrize(

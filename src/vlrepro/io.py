@@ -25,7 +25,6 @@ from typing import IO, Any
 
 import numpy as np
 
-
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 

@@ -54,9 +54,8 @@ def run_notebook(name: str, root: Path, parameters: dict | None = None) -> Path:
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    body, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True).from_notebook_node(
-        nbformat.read(out, as_version=4)
-    )
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(out, as_version=4))
     atomic_write_text(out.with_suffix(".html"), body)
     return out
 

@@ -50,7 +50,7 @@ def test_manifest_lists_every_split_with_its_counts(suite):
         for split, counts in splits.items():
             data = load_split(suite / set_name / split)
             assert counts == {"images": len(data.images), "records": len(data.records)}
-            assert data.instances.dtype == np.uint16 and data.images.shape[1:] == (64, 64, 3)
+            assert data.instances.dtype == np.uint8 and data.images.shape[1:] == (64, 64, 3)
             assert len(data.meta["scenes"]) == len(data.images)
 
 

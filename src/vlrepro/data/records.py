@@ -4,7 +4,7 @@ A split on disk is a folder:
 
 - ``images.npy``   uint8 ``(N, H, W, 3)`` (embedded world), or absent when images live as files
                    under an image root (real datasets; ``Record.image`` is then a relative path);
-- ``instances.npy`` uint16 ``(N, H, W)`` instance-id maps (0 = background, k = object k-1 of that image),
+- ``instances.npy`` uint8 ``(N, H, W)`` instance-id maps (0 = background, k = object k-1 of that image),
                    optional; ``Record.mask_ids`` index into it;
 - ``records.json`` the annotations, stored column-wise (one list per field) so that loading is one
                    ``json.load`` and the columns can go straight into numpy.
@@ -145,7 +145,9 @@ def save_split(folder: Path, split: Split) -> None:
     if split.images is not None:
         atomic_save_npy(folder / "images.npy", np.ascontiguousarray(split.images, dtype=np.uint8))
     if split.instances is not None:
-        atomic_save_npy(folder / "instances.npy", np.ascontiguousarray(split.instances, dtype=np.uint16))
+        if split.instances.size and split.instances.max() > 255:
+            raise ValueError(f"{folder}: instance maps hold at most 255 objects per image (uint8)")
+        atomic_save_npy(folder / "instances.npy", np.ascontiguousarray(split.instances, dtype=np.uint8))
     doc = {"schema_version": SCHEMA_VERSION, "meta": split.meta, "columns": records_to_columns(split.records)}
     atomic_write_bytes(folder / "records.json", json.dumps(doc, separators=(",", ":")).encode())
 

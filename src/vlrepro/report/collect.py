@@ -5,12 +5,20 @@ The file convention is in :mod:`vlrepro.io`. Nested metrics are flattened to dot
 row uses. Only numbers are accepted as leaves: a string or list is an error naming the file and key,
 because the report would otherwise drop it without anyone noticing.
 
+For tables and figures a name splits into a *prefix* and a *quantity*, its last component
+(:func:`split_metric`): ``refcocog.val.acc@0.5`` → ``refcocog.val`` and ``acc@0.5``. A dot followed by a
+digit stays inside a component, so thresholds like ``acc@0.5`` are kept whole; a top-level name
+(``noisy``) has the empty prefix, shown as ``(top level)``. Prefixes sort component by component
+(:func:`prefix_key`): ``refcoco.val`` < ``refcoco+.val`` < ``refcocog.val`` and ``testA`` < ``testB`` < ``val``,
+so the order depends neither on the order of keys in the files nor on which file was read first.
+
 A run without a variant gets the variant label ``—`` so that single-run stages group like the others.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +28,7 @@ import pandas as pd
 from vlrepro.io import read_json
 
 NO_VARIANT = "—"
+NO_PREFIX = "(top level)"  # the label of the empty prefix of a top-level metric name
 # Pipeline order from the design; stages not listed follow alphabetically.
 STAGE_ORDER: tuple[str, ...] = ("data", "pretrain", "amc", "smcim", "glip", "ala", "blip", "report")
 VALUE_COLUMNS = ["stage", "variant", "seed", "metric", "value", "file"]
@@ -44,6 +53,24 @@ class MetricsFile:
 class Collection:
     files: list[MetricsFile]
     values: pd.DataFrame  # one row per (file, metric): VALUE_COLUMNS
+
+
+_COMPONENT_DOT = re.compile(r"\.(?=\D)")  # a dot that separates components (not the one in 'acc@0.5')
+
+
+def split_metric(metric: str) -> tuple[str, str]:
+    """'refcocog.val.acc@0.5' → ('refcocog.val', 'acc@0.5'); 'noisy' → ('', 'noisy')."""
+    parts = _COMPONENT_DOT.split(metric)
+    return ".".join(parts[:-1]), parts[-1]
+
+
+def prefix_key(prefix: str) -> tuple[str, ...]:
+    """Sort key of a prefix: its components (the empty prefix first)."""
+    return tuple(_COMPONENT_DOT.split(prefix)) if prefix else ()
+
+
+def prefix_label(prefix: str) -> str:
+    return prefix or NO_PREFIX
 
 
 def flatten(metrics: dict[str, Any], where: str, prefix: str = "") -> dict[str, float]:

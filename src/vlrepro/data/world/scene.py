@@ -49,7 +49,7 @@ class SceneRequest:
 @dataclass
 class Scene:
     image: np.ndarray  # uint8 (H, W, 3)
-    instances: np.ndarray  # uint16 (H, W); k + 1 where object k is visible
+    instances: np.ndarray  # uint8 (H, W); k + 1 where object k is visible
     objects: list[dict]  # the scene graph, in drawing order (index = mask id = depth, 0 at the back)
     background: dict
     fixed_ids: list[int] = field(default_factory=list)  # where each ``SceneRequest.fixed`` object ended up
@@ -113,7 +113,7 @@ def _place(
                 break
         else:
             return None
-    return corners, owner.astype(np.uint16)
+    return corners, owner.astype(np.uint8)
 
 
 def sample_scene(rng: np.random.Generator, cfg: WorldConfig, req: SceneRequest) -> Scene:

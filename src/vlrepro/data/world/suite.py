@@ -261,7 +261,7 @@ def build_split(cfg: WorldConfig, set_name: str, split: str, bar: tqdm | None = 
     """Generate one split in memory (images, instance maps, records, scene graphs in ``meta``)."""
     n, size = split_size(cfg, set_name, split), cfg.image_size
     images = np.empty((n, size, size, 3), np.uint8)
-    instances = np.empty((n, size, size), np.uint16)
+    instances = np.empty((n, size, size), np.uint8)
     records: list[Record] = []
     scenes, backgrounds = [], []
     generate = GENERATORS[set_name]

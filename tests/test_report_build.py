@@ -15,7 +15,16 @@ from vlrepro.report.claims import ClaimError
 from vlrepro.report.collect import MetricsError, collect, summarize
 from vlrepro.report.figures import FigureHintError
 
-DATA = {"baselines": {"refcoco": {"val": {"random": 0.21, "largest": 0.3, "image_only": 0.25}}}}
+DATA = {
+    "baselines": {
+        "refcoco": {
+            "val": {"random": 0.21, "largest": 0.3, "image_only": 0.005},
+            "testA": {"random": 0.24, "largest": 0.26, "image_only": 0.0},
+        },
+        "refcoco+": {"val": {"random": 0.22, "largest": 0.28, "image_only": 0.001667}},
+    },
+    "n_images": 120,
+}
 # per variant: seed → (pointing, deletion, noisy)
 AMC_RUNS = {
     "amc": {0: (0.80, 0.010, 0.70), 1: (0.82, 0.012, 0.90), 2: (0.84, 0.011, 0.60)},
@@ -105,18 +114,48 @@ def test_report_sections(built):
     assert md.index("## Our results") < md.index("## Claims ledger") < md.index("## Paper-reported numbers")
 
 
-def test_stage_tables_show_mean_and_std_over_seeds(built):
+def md_table(text):
+    """The first Markdown table in ``text`` as (header, rows), cells stripped."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    header, _, *rows = ([c.strip() for c in line.strip().strip("|").split("|")] for line in lines)
+    return header, rows
+
+
+def leaves(tree, path=()):
+    for key, value in tree.items():
+        yield from leaves(value, (*path, key)) if isinstance(value, dict) else [((*path, key), value)]
+
+
+def test_data_stage_table_is_pivoted(built):
     _, out, _ = built
-    md = (out / "REPORT.md").read_text()
-    amc = section(md, "### Stage `amc`")
-    assert "amc (n=3)" in amc and "no_amc (n=3)" in amc
-    for i, metric in enumerate(["refcoco+.testA.pointing", "cub.deletion", "noisy"]):
-        (row,) = [line for line in amc.splitlines() if line.startswith(f"| {metric} ")]
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        assert cells == [metric, *(expected_cell([r[i] for r in AMC_RUNS[v].values()]) for v in ("amc", "no_amc"))]
-    data = section(md, "### Stage `data`")
-    assert re.search(r"\| baselines\.refcoco\.val\.largest +\| 0\.3 +\|", data)
+    data = section((out / "REPORT.md").read_text(), "### Stage `data`")
+    header, rows = md_table(data)
+    assert header == ["metric", "image_only", "largest", "n_images", "random"]
+    # rows sorted component by component: refcoco < refcoco+, testA < val; the top-level metric first
+    assert [r[0] for r in rows] == [
+        "(top level)", "baselines.refcoco.testA", "baselines.refcoco.val", "baselines.refcoco+.val",
+    ]  # fmt: skip
+    # every cell independently from the nested dict: row = path minus last key, column = last key
+    expected = {(".".join(path[:-1]) or "(top level)", path[-1]): f"{v:.4g}" for path, v in leaves(DATA)}
+    got = {(r[0], col): cell for r in rows for col, cell in zip(header[1:], r[1:], strict=True) if cell}
+    assert got == expected
     assert "![data metrics](report_figures/data.png)" in data
+
+
+def test_variant_stage_table_has_a_row_per_prefix_and_variant(built):
+    _, out, _ = built
+    header, rows = md_table(section((out / "REPORT.md").read_text(), "### Stage `amc`"))
+    assert header == ["metric", "variant", "n", "deletion", "noisy", "pointing"]
+    assert [tuple(r[:3]) for r in rows] == [
+        ("(top level)", "amc", "3"), ("(top level)", "no_amc", "3"), ("cub", "amc", "3"),
+        ("cub", "no_amc", "3"), ("refcoco+.testA", "amc", "3"), ("refcoco+.testA", "no_amc", "3"),
+    ]  # fmt: skip
+    cells = {(r[0], r[1], col): cell for r in rows for col, cell in zip(header[3:], r[3:], strict=True)}
+    where = {"pointing": ("refcoco+.testA", 0), "deletion": ("cub", 1), "noisy": ("(top level)", 2)}
+    for variant, seeds in AMC_RUNS.items():
+        for quantity, (prefix, i) in where.items():
+            assert cells.pop((prefix, variant, quantity)) == expected_cell([r[i] for r in seeds.values()])
+    assert set(cells.values()) == {""}  # no other metric exists
 
 
 def test_paper_numbers_are_separate_and_sourced(built):
@@ -170,7 +209,7 @@ def test_deterministic_and_independent_of_location(built, tmp_path):
     metrics, out, _ = built
     other_metrics = write_fixture(tmp_path / "elsewhere")
     build_report(other_metrics, tmp_path / "out", "Test report", 0.05)
-    for name in ("REPORT.md", "claims.csv", "report.html", "report_figures/amc.png"):
+    for name in ("REPORT.md", "claims.csv", "report.html", "report_figures/amc.png", "report_figures/data.png"):
         assert (tmp_path / "out" / name).read_bytes() == (out / name).read_bytes(), name
 
 

@@ -37,11 +37,13 @@ class ConfigError(ValueError):
 def _stage_sections() -> dict[str, type[Section]]:
     # Imported here so that `vlrepro.config` stays importable without torch for a quick check.
     from vlrepro.baselines import BaselineParams
+    from vlrepro.data.real.config import RealDataConfig
     from vlrepro.data.world.config import WorldConfig
 
     class DataParams(Section):
         world: WorldConfig = WorldConfig()
         baselines: BaselineParams = BaselineParams()
+        real: RealDataConfig = RealDataConfig()
 
     class ReportParams(Section):
         title: str = "vlrepro — reproducibility report"

@@ -21,7 +21,17 @@ import pandas as pd
 
 from vlrepro.io import atomic_write_bytes, atomic_write_text
 from vlrepro.report.claims import VERDICTS, claims_ledger, ledger_csv
-from vlrepro.report.collect import NO_VARIANT, Collection, MetricsError, collect, ordered_stages, summarize
+from vlrepro.report.collect import (
+    NO_VARIANT,
+    Collection,
+    MetricsError,
+    collect,
+    ordered_stages,
+    prefix_key,
+    prefix_label,
+    split_metric,
+    summarize,
+)
 from vlrepro.report.figures import select_metrics, stage_figure
 from vlrepro.report.references import PAPERS, Reference, load_references
 from vlrepro.report.render import Block, Bullets, Heading, Image, Table, Text, to_html, to_markdown
@@ -51,17 +61,37 @@ def _runs(collection: Collection, stage: str) -> dict[str, list[int | None]]:
 
 
 def stage_table(summary: pd.DataFrame, runs: dict[str, list[int | None]]) -> pd.DataFrame:
-    """Metric rows × variant columns of 'mean ± std'; a cell built from fewer seeds than its variant has
-    runs says so, e.g. '0.71 ± 0.02 (n=2)'."""
-    columns: dict[str, dict[str, str]] = {}
-    for variant, seeds in runs.items():
-        label = f"{'value' if variant == NO_VARIANT else variant} (n={len(seeds)})"
-        cells = {}
-        for r in summary[summary["variant"] == variant].itertuples():
-            cells[r.metric] = mean_std(r.mean, r.std) + ("" if r.n == len(seeds) else f" (n={r.n})")
-        columns[label] = cells
-    table = pd.DataFrame(columns).sort_index().fillna("")
-    return table.rename_axis("metric").reset_index()
+    """One stage's summary pivoted for reading: metric ``a.b.c`` is the cell at row ``a.b``, column ``c``.
+
+    Rows are metric prefixes (``split_metric``), in :func:`prefix_key` order; a stage with variants has
+    one row per (prefix, variant), variants sorted. Columns are the quantities (last components), sorted.
+    Cells are 'mean ± std' (the value alone for one seed); an ``n`` column (runs of the row's variant)
+    appears when some variant has several runs, and a cell built from fewer seeds than that says so, e.g.
+    '0.71 ± 0.02 (n=2)'. A metric a row lacks is an empty cell.
+    """
+    parts = summary["metric"].map(split_metric)
+    cells: dict[tuple[str, str, str], str] = {}
+    for (prefix, quantity), r in zip(parts, summary.itertuples(), strict=True):
+        n_runs = len(runs[r.variant])
+        cells[prefix, r.variant, quantity] = mean_std(r.mean, r.std) + ("" if r.n == n_runs else f" (n={r.n})")
+    prefixes = sorted({p for p, _ in parts}, key=prefix_key)
+    quantities = sorted({q for _, q in parts})
+    with_variants = set(runs) != {NO_VARIANT}
+    with_n = any(len(seeds) > 1 for seeds in runs.values())
+
+    rows = []
+    for prefix in prefixes:
+        for variant, seeds in runs.items():
+            row = [cells.get((prefix, variant, q), "") for q in quantities]
+            if any(row):
+                rows.append(
+                    [prefix_label(prefix)]
+                    + ([variant] if with_variants else [])
+                    + ([str(len(seeds))] if with_n else [])
+                    + row
+                )
+    columns = ["metric"] + (["variant"] if with_variants else []) + (["n"] if with_n else []) + quantities
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _seed(seed: int | None) -> str:
@@ -87,6 +117,13 @@ def _method_note(alpha: float) -> Bullets:
             "nothing in those sections is typed in by hand.",
             "Mean ± std are over seeds: sample standard deviation (ddof = 1); n = number of runs (seeds). "
             "A single run shows its value alone. Numbers are rounded to 4 significant digits.",
+            "Stage tables: the metric `a.b.c` is the cell in row `a.b`, column `c` (its last component; "
+            "`acc@0.5` counts as one component); a stage with variants has a row per variant. Rows and columns "
+            "are sorted, rows component by component. `n` = runs of the row's variant; a cell from fewer runs "
+            "gives its own n.",
+            "Stage figures: bars = mean, error bars = ± 1 std over seeds (none for a single run). Quantities "
+            "whose values all lie in [0, 1] share one x scale, so their bar lengths compare directly; any other "
+            "quantity gets a panel and scale of its own.",
             f"Claims: Welch's t-test, one-sided in the direction the paper claims, alpha = {alpha:g}. "
             "Verdict `reproduced` if the difference goes the claimed way and p < alpha; `not reproduced` if the "
             "mean difference is zero or goes the other way; `inconclusive` if p ≥ alpha or a side has fewer "

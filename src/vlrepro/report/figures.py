@@ -120,31 +120,33 @@ def _palette(levels: list[str]) -> dict[str, Any]:
 def draw_stage(values: pd.DataFrame, title: str) -> Figure:
     """The figure of one stage's per-seed ``values`` (columns metric, variant, value); see the module doc."""
     values = _with_names(values)
-    prefixes = sorted(values["prefix"].unique(), key=prefix_key)
-    lead = _common_lead(prefixes)
-    labels = {p: prefix_label(p[len(lead) :]) for p in prefixes}
-    values = values.assign(row=values["prefix"].map(labels))
     variants = sorted(values["variant"].unique())
     panels = layout(values)
 
-    rows, heights = [], []
+    # per panel: its rows (prefixes in table order) and the leading components they all share, which
+    # move into the y label ('baselines.*') to keep the tick labels short
+    data, orders, leads, heights = [], [], [], []
     for panel in panels:
-        present = set(values.loc[values["quantity"].isin(panel.quantities), "prefix"])
-        rows.append([labels[p] for p in prefixes if p in present])
+        d = values[values["quantity"].isin(panel.quantities)]
+        prefixes = sorted(d["prefix"].unique(), key=prefix_key)
+        lead = _common_lead(prefixes)
+        labels = {p: prefix_label(p[len(lead) :]) for p in prefixes}
+        data.append(d.assign(row=d["prefix"].map(labels)))
+        orders.append([labels[p] for p in prefixes])
+        leads.append(lead)
         n_hue = len(panel.quantities) if panel.hue == "quantity" else len(variants)
-        heights.append(0.45 + len(rows[-1]) * (BAR_IN * n_hue + GAP_IN))
+        heights.append(0.45 + len(prefixes) * (BAR_IN * n_hue + GAP_IN))
     height = min(0.8 + sum(heights) + 0.3 * len(panels), MAX_HEIGHT_IN)
     fig = Figure(figsize=(8.0, height), dpi=100, layout="constrained")
     axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=heights)[:, 0]
 
     variant_colours = _palette(variants)
     first_of_scale: dict[str, Any] = {}
-    for ax, panel, order in zip(axes, panels, rows, strict=True):
+    for ax, panel, panel_data, order, lead in zip(axes, panels, data, orders, leads, strict=True):
         if panel.scale in first_of_scale:
             ax.sharex(first_of_scale[panel.scale])
         else:
             first_of_scale[panel.scale] = ax
-        data = values[values["quantity"].isin(panel.quantities)]
         if panel.hue == "quantity":
             hue_order, palette = list(panel.quantities), _palette(list(panel.quantities))
             legend = len(hue_order) > 1
@@ -152,7 +154,7 @@ def draw_stage(values: pd.DataFrame, title: str) -> Figure:
             hue_order, palette = variants, variant_colours
             legend = ax is axes[0] and variants != [NO_VARIANT]
         sns.barplot(
-            data=data,
+            data=panel_data,
             x="value",
             y="row",
             hue=panel.hue,
@@ -174,7 +176,7 @@ def draw_stage(values: pd.DataFrame, title: str) -> Figure:
         ax.set_axisbelow(True)
         ax.set_title(panel.title, fontsize="medium")
         ax.set_xlabel("")
-        ax.set_ylabel(f"{lead}…" if lead else "")
+        ax.set_ylabel(f"{lead}*" if lead else "")  # e.g. "baselines.*": the part every row label shares
         if legend:
             ax.legend(title=panel.hue, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     axes[-1].set_xlabel("mean ± std over seeds")

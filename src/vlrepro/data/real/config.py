@@ -23,4 +23,4 @@ class RealDataConfig(Section):
     coco_karpathy: Path | None = Field(None, description="Karpathy split JSON (dataset_coco.json)")
     coco_images: Path | None = Field(None, description="COCO image root holding train2014/ val2014/ (captions)")
     coco_instances: Path | None = Field(None, description="COCO instances_*.json for detection evaluation")
-    visual_genome: Path | None = Field(None, description="Visual Genome root: region_descriptions.json, image_data.json")
+    visual_genome: Path | None = Field(None, description="Visual Genome root (region_descriptions.json, ...)")

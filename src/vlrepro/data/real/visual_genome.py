@@ -1,0 +1,141 @@
+"""Visual Genome region descriptions: one box and one short description per region.
+
+On disk (the Visual Genome v1.2 release)::
+
+    <root>/region_descriptions.json  [{id: image id, regions: [{region_id, image_id, phrase, x, y, width,
+                                      height}, ...]}, ...]
+    <root>/image_data.json           [{image_id, width, height, url, coco_id, flickr_id}, ...]
+    <root>/VG_100K/<id>.jpg, <root>/VG_100K_2/<id>.jpg   the images (the url names the folder)
+
+Visual Genome has no split for region descriptions; every region goes to ``"train"`` (AMC uses them only
+as box-annotated training data).
+
+Boxes are ``[x, y, width, height]`` in pixels from the image's top-left edge, so (x, y, x + w, y + h) is
+our right/bottom-exclusive xyxy. Many regions stick out of the image a little: they are clipped to it.
+Regions with a non-positive width/height, with less than ``min_size`` pixels of width or height left
+inside the image, or with an empty phrase are dropped and counted in ``Split.meta["dropped"]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from vlrepro.data.real.config import RealDataConfig
+from vlrepro.data.real.errors import DatasetError, read_json
+from vlrepro.data.records import Phrase, Record, Split
+
+IMAGE_FOLDERS = ("VG_100K", "VG_100K_2")
+
+
+def read_image_data(path: Path) -> dict[int, tuple[str, int, int]]:
+    """``image_data.json`` as {image id: (file relative to the VG root, width, height)}."""
+    doc = read_json(path, f"{path} from Visual Genome (image metadata)")
+    if not isinstance(doc, list):
+        raise DatasetError(f"{path.name}: expected a JSON list of images, found {type(doc).__name__}")
+    out = {}
+    for i, img in enumerate(doc):
+        where = f"{path.name}: [{i}]"
+        image_id = _num(img, ("image_id", "id"), where, int)
+        url = _get(img, ("url",), where)
+        if not isinstance(url, str):
+            raise DatasetError(f"{where}: url {url!r:.60} is not a string")
+        parts = url.rstrip("/").split("/")
+        if len(parts) < 2 or parts[-2] not in IMAGE_FOLDERS:
+            folders = " or ".join(f"{f}/<file>" for f in IMAGE_FOLDERS)
+            raise DatasetError(f"{where}: url {url!r:.80} does not end in {folders}")
+        out[image_id] = (f"{parts[-2]}/{parts[-1]}", _num(img, ("width",), where, int),
+                         _num(img, ("height",), where, int))
+    return out
+
+
+def clip_region(x: float, y: float, w: float, h: float, width: int, height: int, min_size: float
+                ) -> tuple[tuple[float, float, float, float] | None, str]:
+    """The region's xyxy box clipped to the image, or None with the reason it is dropped."""
+    if not (w > 0 and h > 0):
+        return None, "degenerate"
+    x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, float(width)), min(y + h, float(height))
+    if x1 <= x0 or y1 <= y0:
+        return None, "outside"
+    if x1 - x0 < min_size or y1 - y0 < min_size:
+        return None, "too_small"
+    clipped = (x0, y0, x1, y1) != (x, y, x + w, y + h)
+    return (x0, y0, x1, y1), "clipped" if clipped else "ok"
+
+
+def load_visual_genome(root: Path, image_root: Path | None = None, *, min_size: float = 1.0) -> dict[str, Split]:
+    """Region descriptions of ``<root>`` as ``{"train": Split}``, one ``Record`` per kept region."""
+    root = Path(root)
+    images = read_image_data(root / "image_data.json")
+    path = root / "region_descriptions.json"
+    doc = read_json(path, f"{path} from Visual Genome (region descriptions)")
+    if not isinstance(doc, list):
+        raise DatasetError(f"{path.name}: expected a JSON list of images, found {type(doc).__name__}")
+    records: list[Record] = []
+    counts: Counter[str] = Counter()
+    for i, entry in enumerate(doc):
+        where = f"{path.name}: [{i}]"
+        image_id = _num(entry, ("id", "image_id"), where, int)
+        if image_id not in images:
+            raise DatasetError(f"{where}: image {image_id} is not in image_data.json; both files must come "
+                               "from the same Visual Genome release")
+        file, width, height = images[image_id]
+        regions = _get(entry, ("regions",), where)
+        if not isinstance(regions, list):
+            raise DatasetError(f"{where}: 'regions' is {type(regions).__name__}, expected a list")
+        for j, region in enumerate(regions):
+            rwhere = f"{where} region {j}"
+            x, y, w, h = (_num(region, (k,), rwhere, float) for k in ("x", "y", "width", "height"))
+            phrase = _get(region, ("phrase",), rwhere)
+            text = phrase.strip() if isinstance(phrase, str) else ""
+            box, status = clip_region(x, y, w, h, width, height, min_size)
+            if not text:
+                status, box = "empty_phrase", None
+            counts[status] += 1
+            if box is None:
+                continue
+            records.append(
+                Record(
+                    image_id=str(image_id),
+                    image=file,
+                    width=width,
+                    height=height,
+                    text=text,
+                    boxes=(box,),
+                    phrases=(Phrase(0, len(text), (0,)),),
+                    meta={"region_id": _num(region, ("region_id", "id"), rwhere, int)},
+                )
+            )
+    dropped = {k: counts[k] for k in ("degenerate", "outside", "too_small", "empty_phrase")}
+    meta = {"dataset": "visual_genome", "split": "train", "image_root": str(image_root or root),
+            "source": str(path), "n_regions": sum(counts.values()), "clipped": counts["clipped"],
+            "dropped": dropped, "min_size": min_size}
+    return {"train": Split(records, meta=meta)}
+
+
+def visual_genome_from_config(cfg: RealDataConfig, *, min_size: float = 1.0) -> dict[str, Split]:
+    """:func:`load_visual_genome` with ``data.real.visual_genome`` (images under that root)."""
+    if cfg.visual_genome is None:
+        raise DatasetError("data.real.visual_genome is null; set it to the Visual Genome root holding "
+                           'region_descriptions.json and image_data.json (see README "Real datasets")')
+    return load_visual_genome(cfg.visual_genome, min_size=min_size)
+
+
+def _get(d: Any, keys: tuple[str, ...], where: str) -> Any:
+    if not isinstance(d, dict):
+        raise DatasetError(f"{where}: expected a JSON object, found {type(d).__name__}")
+    for k in keys:
+        if k in d:
+            return d[k]
+    raise DatasetError(f"{where}: no {' or '.join(repr(k) for k in keys)}")
+
+
+def _num(d: Any, keys: tuple[str, ...], where: str, kind: type) -> Any:
+    value = _get(d, keys, where)
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (kind is int and value != int(value)):
+        expected = "an integer" if kind is int else "a number"
+        raise DatasetError(f"{where}: {keys[0]!r} is {value!r:.40}, expected {expected}")
+    return kind(value)

@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image
-
-from vlrepro.data.real.errors import DatasetError
+from vlrepro.data.real.errors import DatasetError, image_size, read_json
 from vlrepro.data.records import Record, Split
 
 if TYPE_CHECKING:
@@ -50,7 +47,7 @@ def load_coco_karpathy(
     reads every image's header under ``image_root``. ``restval_into_train=False`` drops restval instead.
     """
     path = Path(json_path)
-    doc = _read_json(path, "Karpathy's dataset_coco.json ({'images': [...]})")
+    doc = read_json(path, "Karpathy's dataset_coco.json ({'images': [...]})")
     images = doc.get("images") if isinstance(doc, dict) else None
     if not isinstance(images, list):
         raise DatasetError(f"{path}: expected a JSON object with an 'images' list (Karpathy's dataset_coco.json)")
@@ -69,7 +66,7 @@ def load_coco_karpathy(
         if not isinstance(img["sentences"], list):
             raise DatasetError(f"{where}: 'sentences' must be a list of {{'raw': ..., 'tokens': ...}}")
         rel = f"{img['filepath']}/{img['filename']}"
-        width, height = _image_size(root / rel) if root is not None and read_sizes else (0, 0)
+        width, height = image_size(root / rel, "the Karpathy JSON") if root is not None and read_sizes else (0, 0)
         for j, sent in enumerate(img["sentences"]):
             _require(sent, ("raw",), f"{where}.sentences[{j}]")
             if not isinstance(sent["raw"], str):
@@ -194,16 +191,6 @@ def coco_instances_from_config(cfg: RealDataConfig, **kwargs) -> Split:
     return load_coco_instances(cfg.coco_instances, cfg.coco_images, **kwargs)
 
 
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        with path.open(encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: missing; expected {what}") from None
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{path}: not valid JSON ({e}); expected {what}") from None
-
-
 def _require(obj: Any, keys: tuple[str, ...], where: str) -> None:
     if not isinstance(obj, dict):
         raise DatasetError(f"{where}: expected an object with keys {list(keys)}, got {type(obj).__name__}")
@@ -214,7 +201,7 @@ def _require(obj: Any, keys: tuple[str, ...], where: str) -> None:
 
 def _read_instances(path: Path) -> dict[str, Any]:
     what = "a COCO instances file ({'images': [...], 'annotations': [...], 'categories': [...]})"
-    doc = _read_json(path, what)
+    doc = read_json(path, what)
     if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("images", "annotations",
                                                                                       "categories")):
         raise DatasetError(f"{path}: expected {what}")
@@ -253,13 +240,3 @@ def _empty_results(gt: COCO) -> COCO:
                    "annotations": []}
     res.createIndex()
     return res
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as im:  # reads the header only
-            return im.size
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: missing image listed in the Karpathy JSON") from None
-    except OSError as e:
-        raise DatasetError(f"{path}: not a readable image ({e})") from None

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from vlrepro.data.real.errors import DatasetError
+from vlrepro.data.real.errors import DatasetError, image_size
 from vlrepro.data.records import Record, Split
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def load_cub(
             if not (seg_dir / mask).is_file():
                 raise DatasetError(f"{seg_dir / mask}: missing segmentation mask of image {i}; expected one "
                                    f"PNG per line of images.txt in {seg_dir}")
-        width, height = _image_size(image_root / rel, i) if read_sizes else (0, 0)
+        width, height = image_size(image_root / rel, f"images.txt (image {i})") if read_sizes else (0, 0)
         records[i] = Record(
             image_id=str(i),
             image=rel,
@@ -272,13 +272,3 @@ def _find_segmentations(root: Path, given: str | Path | None) -> Path | None:
         if candidate.is_dir():
             return candidate
     return None
-
-
-def _image_size(path: Path, image_id: int) -> tuple[int, int]:
-    try:
-        with Image.open(path) as im:  # reads the header only
-            return im.size
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: missing image {image_id} listed in images.txt") from None
-    except OSError as e:
-        raise DatasetError(f"{path}: not a readable image ({e})") from None

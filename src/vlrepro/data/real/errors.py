@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 README_HINT = 'see README "Real datasets"'
 
 
@@ -43,3 +45,14 @@ def read_json(path: Path, expected: str) -> Any:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DatasetError(f"{Path(path).name}: not valid JSON ({e}); expected {expected}") from e
+
+
+def image_size(path: Path, listed_in: str) -> tuple[int, int]:
+    """(width, height) from the image header; a missing or unreadable image is a ``DatasetError``."""
+    try:
+        with Image.open(path) as im:  # reads the header only
+            return im.size
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: missing image listed in {listed_in}") from None
+    except OSError as e:
+        raise DatasetError(f"{path}: not a readable image ({e})") from None

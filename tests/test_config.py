@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vlrepro.config import ConfigError, load_params, resolve
+from vlrepro.config import ConfigError, load_params, validate_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,7 +17,7 @@ def repo_params() -> dict:
 def test_repo_params_validate_in_every_profile():
     raw = repo_params()
     for profile in ("smoke", "default", "paper"):
-        p = resolve({**raw, "profile": profile})
+        p = validate_params({**raw, "profile": profile})
         assert p.profile == profile
 
 
@@ -25,8 +25,8 @@ def test_profile_overlay_wins_over_base_section():
     raw = repo_params()
     raw["data"]["world"]["seed"] = 5
     raw["profiles"]["smoke"]["data"]["world"]["image_size"] = 48
-    smoke = resolve({**raw, "profile": "smoke"}).data.world
-    default = resolve({**raw, "profile": "default"}).data.world
+    smoke = validate_params({**raw, "profile": "smoke"}).data.world
+    default = validate_params({**raw, "profile": "default"}).data.world
     assert (smoke.image_size, default.image_size) == (48, raw["data"]["world"]["image_size"])
     assert smoke.seed == default.seed == 5  # keys the overlay does not name come from the base section
     assert smoke.referring.train == raw["profiles"]["smoke"]["data"]["world"]["referring"]["train"]
@@ -34,7 +34,7 @@ def test_profile_overlay_wins_over_base_section():
 
 def test_repo_params_spell_out_the_defaults():
     # params.yaml is what a researcher reads: its base sections must equal the code's defaults.
-    p = resolve(repo_params())
+    p = validate_params(repo_params())
     assert p.data.world == type(p.data.world)()
     assert p.data.baselines == type(p.data.baselines)()
 
@@ -54,7 +54,7 @@ def test_bad_value_names_the_key(mutate, needle):
     raw = repo_params()
     mutate(raw)
     with pytest.raises(ConfigError) as e:
-        resolve(raw)
+        validate_params(raw)
     assert needle in str(e.value)
 
 
@@ -62,7 +62,14 @@ def test_unknown_key_lists_allowed_keys():
     raw = repo_params()
     raw["data"]["baselines"]["steps"] = 3
     with pytest.raises(ConfigError, match=r"allowed keys here: image_only_batch_size, image_only_lr"):
-        resolve(raw)
+        validate_params(raw)
+
+
+def test_inactive_profile_is_validated_too():
+    raw = repo_params()
+    raw["profiles"]["paper"]["data"]["wrld"] = {}
+    with pytest.raises(ConfigError, match=r"profiles\.paper\.data\.wrld \(profile overlay\): unknown key"):
+        validate_params(raw)  # the active profile is `default`
 
 
 def test_error_in_profile_overlay_points_at_the_overlay():
@@ -70,13 +77,15 @@ def test_error_in_profile_overlay_points_at_the_overlay():
     raw["profile"] = "smoke"
     raw["profiles"]["smoke"]["data"]["baselines"] = {"image_only_steps": 0}
     with pytest.raises(ConfigError, match=r"profiles\.smoke\.data\.baselines\.image_only_steps .*greater than"):
-        resolve(raw)
+        validate_params(raw)
 
 
 def test_dotted_overrides_and_missing_file(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(repo_params()))
+    path.write_text(yaml.safe_dump({**repo_params(), "profile": "paper"}))
     assert load_params(path, {"seed": 7}).seed == 7
+    # an override wins over the active profile's overlay too (paper sets image_size)
+    assert load_params(path, {"data.world.image_size": 32}).data.world.image_size == 32
     with pytest.raises(ConfigError, match="file not found"):
         load_params(tmp_path / "nope.yaml")
     path.write_text("data: [unclosed")

@@ -147,6 +147,11 @@ def test_incompatible_checkpoint_is_set_aside(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="different model"):
         assert fit(Wider(), _teacher_data(), mse, _cfg(steps=10, lr=2e-2), tmp_path).start_step == 0
 
+    with pytest.warns(UserWarning, match="belongs to run '', this is 'data-v1'"):
+        fit(MLP(), _teacher_data(), mse, _cfg(steps=10), tmp_path, run_id="data-v1")
+    with pytest.warns(UserWarning, match="belongs to run 'data-v1', this is 'data-v2'"):
+        assert fit(MLP(), _teacher_data(), mse, _cfg(steps=10), tmp_path, run_id="data-v2").start_step == 0
+
     (tmp_path / "last.pt").write_bytes(b"not a checkpoint")
     with pytest.warns(UserWarning, match="cannot be read"):
         fit(MLP(), _teacher_data(), mse, _cfg(steps=10), tmp_path)

@@ -112,8 +112,29 @@ def _leaf_keys(d: dict, prefix: str = "") -> set[str]:
     return out
 
 
-def resolve(raw: dict[str, Any], source: str = "params.yaml") -> BaseModel:
-    """Validate a params mapping (profile overlay applied) and return the frozen settings."""
+def _set_dotted(d: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        d = d.setdefault(p, {})
+    d[leaf] = value
+
+
+def _validate(model: type[BaseModel], raw: dict, overlay: dict, profile: str, source: str) -> BaseModel:
+    try:
+        return model.model_validate(_merge(raw, overlay))
+    except ValidationError as e:
+        raise ConfigError(_format(e, source, model, _leaf_keys(overlay), profile)) from None
+
+
+def validate_params(
+    raw: dict[str, Any], source: str = "params.yaml", overrides: dict[str, Any] | None = None
+) -> BaseModel:
+    """Validate a params mapping and return the frozen settings of its active profile.
+
+    ``overrides`` are dotted keys (``{"data.world.seed": 3}``) applied last, over the profile overlay.
+    Every profile is validated, not only the active one, so a typo under ``profiles.paper`` stops a
+    ``default`` run too, long before anyone reaches the GPU cluster.
+    """
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
     raw = dict(raw)
@@ -124,16 +145,18 @@ def resolve(raw: dict[str, Any], source: str = "params.yaml") -> BaseModel:
     unknown = sorted(set(profiles) - set(PROFILES))
     if unknown:
         raise ConfigError(f"{source}: profiles.{unknown[0]}: unknown profile; allowed: {', '.join(PROFILES)}")
-    overlay = profiles.get(profile) or {}
     model = _params_model()
-    try:
-        return model.model_validate(_merge(raw, overlay))
-    except ValidationError as e:
-        raise ConfigError(_format(e, source, model, _leaf_keys(overlay), profile)) from None
+    for other in PROFILES:
+        if other != profile:
+            _validate(model, {**raw, "profile": other}, profiles.get(other) or {}, other, source)
+    overlay = copy.deepcopy(profiles.get(profile) or {})
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(overlay, dotted, value)
+    return _validate(model, raw, overlay, profile, source)
 
 
 def load_params(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> BaseModel:
-    """Load and validate ``params.yaml``; ``overrides`` are dotted keys (``{"data.world.seed": 3}``)."""
+    """Load and validate ``params.yaml`` (default: :func:`find_params_file`); see :func:`validate_params`."""
     path = Path(path) if path else find_params_file()
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
@@ -141,10 +164,4 @@ def load_params(path: str | Path | None = None, overrides: dict[str, Any] | None
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    for dotted, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return resolve(raw, str(path))
+    return validate_params(raw, str(path), overrides)

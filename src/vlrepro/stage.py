@@ -2,8 +2,9 @@
 
 What every DVC stage's ``cmd`` calls. It validates params.yaml first (a bad value stops here, before
 any compute), executes ``notebooks/<name>.ipynb`` with papermill on the project's own kernel into
-``reports/notebooks/<name>.ipynb``, then exports that to HTML without code cells. The executed notebook
-is written through a temp file, so a failed run leaves the previous one in place.
+``reports/notebooks/<name>.ipynb``, then exports that to HTML without code cells. Paths are relative to
+the working directory, the repository root where DVC runs stages. A failed run keeps its partly
+executed notebook as ``reports/notebooks/<name>.failed.ipynb``, with the traceback in the failing cell.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def ensure_kernel() -> str:
     return KERNEL
 
 
-def run_notebook(name: str, root: Path, parameters: dict | None = None) -> Path:
+def run_notebook(name: str, root: Path, params_file: Path, parameters: dict | None = None) -> Path:
     import nbformat
     import papermill
     from nbconvert import HTMLExporter
@@ -45,15 +46,19 @@ def run_notebook(name: str, root: Path, parameters: dict | None = None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{name}.ipynb"
     tmp = out_dir / f".{name}.running.ipynb"
-    params = {"params_file": str(root / "params.yaml"), **(parameters or {})}
+    failed = out_dir / f"{name}.failed.ipynb"
+    params = {"params_file": str(params_file.resolve()), **(parameters or {})}
     try:
         papermill.execute_notebook(
             str(src), str(tmp), parameters=params, kernel_name=ensure_kernel(), cwd=str(root), progress_bar=False,
             log_output=True,
         )
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    except BaseException:
+        if tmp.exists():
+            os.replace(tmp, failed)
+        raise
+    os.replace(tmp, out)
+    failed.unlink(missing_ok=True)
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nbformat.read(out, as_version=4))
     atomic_write_text(out.with_suffix(".html"), body)
@@ -66,13 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                     help="extra papermill parameter (string value)")
     args = ap.parse_args(argv)
-    params_file = find_params_file()
     try:
+        params_file = find_params_file()
         load_params(params_file)  # fail fast, before starting a kernel
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    run_notebook(args.notebook, params_file.parent, dict(args.parameter))
+    run_notebook(args.notebook, Path.cwd(), params_file, dict(args.parameter))
     return 0
 
 

@@ -10,7 +10,13 @@ A split on disk is a folder:
                    ``json.load`` and the columns can go straight into numpy.
 
 Boxes are ``xyxy`` in pixels of the stored image, floats, right/bottom exclusive (a one-pixel object at
-column 3 has x0=3, x1=4), the convention of torchvision.ops.
+column 3 has x0=3, x1=4), the convention of torchvision.ops. Other conventions of the schema:
+
+- ``labels`` are the dataset's own class ids: 0-based indices into ``meta["categories"]`` for the world
+  and CUB, the raw COCO category ids (1..90) for COCO and the refer sets;
+- ``width``/``height`` of 0 mean "not known" (adapters that do not open every image, e.g. Karpathy
+  captions, which carry no boxes);
+- masks: the world stores instance maps (``mask_ids``); real CUB names its mask file in ``meta["mask"]``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,11 @@ import numpy as np
 from vlrepro.io import atomic_save_npy, atomic_write_bytes
 
 SCHEMA_VERSION = 1
+
+
+def xywh_to_xyxy(x: float, y: float, w: float, h: float) -> tuple[float, float, float, float]:
+    """COCO-style ``[x, y, width, height]`` to our ``xyxy`` (no ±1: both are continuous coordinates)."""
+    return (float(x), float(y), float(x) + float(w), float(y) + float(h))
 
 
 @dataclass(frozen=True)
@@ -140,8 +151,11 @@ class Split:
 
 
 def save_split(folder: Path, split: Split) -> None:
-    """Write a split folder; each file is written atomically."""
+    """Write a split folder; each file is written atomically, and arrays the split lacks are removed."""
     folder = Path(folder)
+    for name, array in (("images.npy", split.images), ("instances.npy", split.instances)):
+        if array is None:  # a stale array from an earlier build must not be loaded with these records
+            (folder / name).unlink(missing_ok=True)
     if split.images is not None:
         atomic_save_npy(folder / "images.npy", np.ascontiguousarray(split.images, dtype=np.uint8))
     if split.instances is not None:

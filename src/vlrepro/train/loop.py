@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import pickle
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -71,6 +72,7 @@ def fit(
     param_groups: Sequence[dict[str, Any]] | None = None,
     collate_fn: Callable[[list[Any]], Any] | None = None,
     callbacks: Sequence[Callback] = (),
+    run_id: str = "",
 ) -> TrainResult:
     """Train ``model`` for ``cfg.steps`` updates and return it with its history.
 
@@ -82,12 +84,17 @@ def fit(
     - ``param_groups`` are torch optimizer groups (``{"params": [...], "lr": 1e-5, "name": "encoder"}``);
       a group without ``lr``/``weight_decay`` takes the config's. Default: every trainable parameter.
     - ``callbacks`` run after each step as ``cb(step, record_or_None, bare_model)``, after any checkpoint.
+    - ``run_id`` names what the config cannot see — the data and the code version, e.g. a hash of the data
+      manifest and the stage's params. A checkpoint with another ``run_id`` is never resumed, so a re-run
+      on changed data cannot pick up (or, when finished, silently return) the old run's weights.
     """
     env = dist_utils.setup(cfg.device)
     det_before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     benchmark_before = torch.backends.cudnn.benchmark
     try:
-        return _fit(model, dataset, loss_fn, cfg, Path(out_dir), env, evaluate, param_groups, collate_fn, callbacks)
+        return _fit(
+            model, dataset, loss_fn, cfg, Path(out_dir), env, evaluate, param_groups, collate_fn, callbacks, run_id
+        )
     finally:
         # These switches are process-wide; a notebook that trains and then does other work gets them back.
         torch.use_deterministic_algorithms(det_before[0], warn_only=det_before[1])
@@ -106,6 +113,7 @@ def _fit(
     param_groups: Sequence[dict[str, Any]] | None,
     collate_fn: Callable[[list[Any]], Any] | None,
     callbacks: Sequence[Callback],
+    run_id: str,
 ) -> TrainResult:
     device = env.device
     if cfg.deterministic:
@@ -134,7 +142,7 @@ def _fit(
     if env.is_main:
         remove_stray_temp_files(ckpt_path)
     if cfg.resume and ckpt_path.is_file():
-        resumed = _resume(ckpt_path, cfg, env, model, optimizer, scheduler, scaler, n)
+        resumed = _resume(ckpt_path, cfg, env, model, optimizer, scheduler, scaler, n, run_id)
         if resumed is not None:
             start, history, last_eval = resumed
     train_model: nn.Module = model
@@ -217,7 +225,9 @@ def _fit(
         bar.update(1)
 
         if step == cfg.steps or (cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0):
-            state = _checkpoint_state(step, cfg, env, model, optimizer, scheduler, scaler, sampler, history, last_eval)
+            state = _checkpoint_state(
+                step, cfg, env, model, optimizer, scheduler, scaler, sampler, history, last_eval, run_id
+            )
             if env.is_main:
                 save_checkpoint(ckpt_path, state)
                 write_json(out_dir / "history.json", history)
@@ -309,10 +319,12 @@ def _checkpoint_state(
     sampler: StepBatchSampler,
     history: list[dict[str, float]],
     last_eval: dict[str, float],
+    run_id: str,
 ) -> dict[str, Any]:
     rng = dist_utils.all_gather_object(get_rng_state(env.device), env)  # every rank's stream, in rank order
     return {
         "version": CHECKPOINT_VERSION,
+        "run_id": run_id,
         "step": step,
         "config": cfg.model_dump(mode="json"),
         "sampler": sampler.state_dict(step),
@@ -335,14 +347,16 @@ def _resume(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
     n: int,
+    run_id: str,
 ) -> tuple[int, list[dict[str, float]], dict[str, float]] | None:
     """Load ``path`` into the training objects and return (step, history, last eval), or set it aside and
     return None when it belongs to a different run."""
     try:
         state = load_checkpoint(path)
-        reason = _incompatibility(state, cfg, model, optimizer, n)
-    except Exception as e:  # unreadable: an old format, a truncated copy, ...
-        reason = f"cannot be read ({type(e).__name__}: {e})"
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:  # a truncated copy, not a checkpoint
+        state, reason = None, f"cannot be read ({type(e).__name__}: {e})"
+    else:
+        reason = _incompatibility(state, cfg, model, optimizer, n, run_id)
     if reason is not None:
         if env.is_main:
             warnings.warn(f"{path} {reason}; starting from scratch (moved to {path.name}.incompatible)", stacklevel=4)
@@ -365,11 +379,13 @@ def _resume(
 
 
 def _incompatibility(
-    state: dict[str, Any], cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, n: int
+    state: dict[str, Any], cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, n: int, run_id: str
 ) -> str | None:
     """Why ``state`` cannot be continued under this config/model/data, or None if it can."""
     if state.get("version") != CHECKPOINT_VERSION:
         return f"has checkpoint version {state.get('version')}, expected {CHECKPOINT_VERSION}"
+    if state["run_id"] != run_id:
+        return f"belongs to run {state['run_id']!r}, this is {run_id!r}"
     ours = cfg.model_dump(mode="json")
     changed = [
         f"{k}: {state['config'].get(k)!r} -> {ours[k]!r}" for k in TRAJECTORY_KEYS if state["config"].get(k) != ours[k]

@@ -21,8 +21,7 @@ install: $(STAMP)
 repro: install
 	$(BIN)/dvc repro
 
-test: install
-	$(BIN)/ruff check src tests benchmarks
+test: lint
 	$(BIN)/python -m pytest
 
 smoke: install  # the pipeline on tiny data, in a scratch copy (what the test suite runs)

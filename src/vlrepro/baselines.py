@@ -29,7 +29,7 @@ from vlrepro.metrics.boxes import acc_at_iou, paired_iou
 
 
 class BaselineParams(Section):
-    image_only_steps: int = Field(200, ge=1, description="training steps of the image-only regressor")
+    image_only_steps: int = Field(200, ge=1, description="training steps of the image-only ranker")
     image_only_batch_size: int = Field(64, ge=1)
     image_only_lr: float = Field(1e-3, gt=0)
     image_only_model: str = Field("resnet10t", description="timm CNN with features_only support")
@@ -136,10 +136,12 @@ def evaluate_image_only(model: ImageOnlyRanker, split: Split, threshold: float =
     model.eval()
     data = ReferringScenes(split)
     picked = []
-    for chunk in data.index.split(256):
-        boxes = data.boxes[chunk]
-        best = model(to_tensor(data.images[chunk]), boxes, data.valid[chunk]).argmax(dim=1)
-        picked.append(boxes[torch.arange(len(chunk)), best])
+    # Records, not images, are scored: an image with three expressions is scored three times, which is cheap
+    # here and keeps one prediction per record.
+    for image_ids in data.index.split(256):  # the image of each record, 256 records at a time
+        boxes = data.boxes[image_ids]
+        best = model(to_tensor(data.images[image_ids]), boxes, data.valid[image_ids]).argmax(dim=1)
+        picked.append(boxes[torch.arange(len(image_ids)), best])
     return acc_at_iou(torch.cat(picked), data.target_boxes, threshold)
 
 REFERRING_SETS = ("refcoco", "refcoco+", "refcocog")
@@ -154,7 +156,7 @@ def run_blind_baselines(data_dir: Path, params: BaselineParams, seed: int) -> di
 
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name in REFERRING_SETS:
-        # The regressor is cheap to retrain, so it trains in a scratch folder: a checkpoint left by an earlier
+        # The ranker is cheap to retrain, so it trains in a scratch folder: a checkpoint left by an earlier
         # run on other data must never be resumed.
         with tempfile.TemporaryDirectory(prefix=f"image_only_{name}_") as tmp:
             model = train_image_only(load_split(data_dir / name / "train"), params, seed, Path(tmp))

@@ -111,3 +111,9 @@ def read_json(path: str | Path) -> Any:
         raise FileNotFoundError(f"{path}: not found") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> Path:
+    """Save a matplotlib figure as PNG, atomically and byte-reproducibly (no software/date metadata)."""
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight",
+                                                    metadata={"Software": None}))

@@ -1,4 +1,7 @@
-"""COCO adapters on fixtures in the real formats: Karpathy's dataset_coco.json and instances_*.json."""
+"""COCO adapters on fixtures in the real formats: Karpathy's dataset_coco.json and instances_*.json.
+
+COCO box AP (``vlrepro.metrics.coco``) is tested in test_metrics_coco.py on the same fixtures.
+"""
 
 import json
 from pathlib import Path
@@ -7,7 +10,6 @@ import pytest
 from PIL import Image
 
 from vlrepro.data.real.coco import (
-    coco_box_ap,
     coco_instances_from_config,
     coco_karpathy_from_config,
     load_coco_instances,
@@ -60,7 +62,7 @@ def test_karpathy_reads_sizes_on_request(karpathy, tmp_path):
     with pytest.raises(ValueError, match="needs image_root"):
         load_coco_karpathy(karpathy, read_sizes=True)
     (tmp_path / "val2014" / "COCO_val2014_000000000004.jpg").unlink()
-    with pytest.raises(DatasetError, match="COCO_val2014_000000000004.jpg: missing image"):
+    with pytest.raises(DatasetError, match=r"COCO_val2014_000000000004\.jpg: missing; expected the image"):
         load_coco_karpathy(karpathy, tmp_path, read_sizes=True)
 
 
@@ -121,7 +123,11 @@ def test_instances_records(instances, tmp_path):
     assert r7.boxes == ((10.0, 20.0, 30.0, 40.0), (100.5, 50.0, 150.5, 100.0))  # xywh -> xyxy
     assert r7.labels == (1, 3) and r7.text == ""
     assert r7.image == "val2014/COCO_val2014_000000000007.jpg" and (r7.width, r7.height) == (640, 480)
-    assert r8.labels == (90, 1) and r8.meta == {"cocoid": 8, "iscrowd": [0, 1], "ann_ids": [3, 4]}
+    # the crowd region of image 8 is not an object: it is kept apart in meta, as xyxy
+    assert r8.boxes == ((200.0, 100.0, 320.0, 200.0),) and r8.labels == (90,)
+    assert r8.meta == {"cocoid": 8, "ann_ids": [3], "crowd_boxes": [[0.0, 0.0, 60.0, 40.0]], "crowd_labels": [1],
+                       "crowd_ann_ids": [4]}
+    assert r7.meta["crowd_boxes"] == [] and r7.meta["ann_ids"] == [1, 2]
     assert r9.boxes == () and r9.labels == ()
     assert split.meta["skipped_degenerate_boxes"] == 1
     assert split.meta["image_root"] == "/data/coco"
@@ -143,49 +149,6 @@ def test_instances_malformed(tmp_path, edit, message):
     path.write_text(json.dumps(doc))
     with pytest.raises(DatasetError, match=rf"instances_val2014\.json: .*{message}"):
         load_coco_instances(path)
-
-
-def as_detection(a, dx=0.0):
-    x, y, w, h = a["bbox"]
-    return {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": [x + dx, y, w, h], "score": 0.9}
-
-
-def test_ap_is_one_when_detections_equal_ground_truth(instances):
-    detections = [as_detection(a) for a in GT if not a["iscrowd"]]
-    before = [dict(d) for d in detections]
-    ap = coco_box_ap(instances, detections)
-    assert ap == pytest.approx({"AP": 1.0, "AP50": 1.0, "AP75": 1.0, "APs": 1.0, "APm": 1.0, "APl": 1.0})
-    assert detections == before  # pycocotools' loadRes must not write into the caller's dicts
-
-
-def test_ap_of_a_shifted_box(tmp_path):
-    # One 100x100 box; the detection is shifted 20 px right: IoU = 80*100 / (120*100) = 2/3, so it matches at
-    # the IoU thresholds .50, .55, .60, .65 and misses at .70 ... .95: AP = 4/10.
-    path = tmp_path / "instances_val2014.json"
-    gt = ann(1, 7, 3, [100.0, 100.0, 100.0, 100.0])
-    path.write_text(json.dumps(instances_doc([gt])))
-    ap = coco_box_ap(path, [as_detection(gt, dx=20.0)])
-    assert ap["AP"] == pytest.approx(0.4) and ap["APl"] == pytest.approx(0.4)
-    assert ap["AP50"] == pytest.approx(1.0) and ap["AP75"] == 0.0
-    assert ap["APs"] == -1.0 and ap["APm"] == -1.0  # no ground truth in those area ranges (pycocotools' -1)
-
-
-def test_ap_without_detections_is_zero(instances):
-    ap = coco_box_ap(instances, [])
-    assert ap["AP"] == 0.0 and ap["APs"] == 0.0
-
-
-def test_ap_checks_detections_and_ground_truth(instances, tmp_path):
-    with pytest.raises(ValueError, match=r"detections\[0\]: image_id 42"):
-        coco_box_ap(instances, [{"image_id": 42, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1.0}])
-    with pytest.raises(ValueError, match=r"detections\[0\]: missing \['score'\]"):
-        coco_box_ap(instances, [{"image_id": 7, "category_id": 1, "bbox": [0, 0, 1, 1]}])
-    doc = instances_doc([dict(a) for a in GT])
-    del doc["annotations"][1]["area"]
-    path = tmp_path / "instances_bad.json"
-    path.write_text(json.dumps(doc))
-    with pytest.raises(DatasetError, match=r"instances_bad\.json: annotations\[1\].*missing key\(s\) \['area'\]"):
-        coco_box_ap(path, [])
 
 
 def test_from_config(karpathy, instances):

@@ -1,9 +1,11 @@
 import json
 
+import pytest
 from test_real_vg import write_vg
 
 from vlrepro.data.real.config import RealDataConfig
-from vlrepro.data.real.suite import build_real, configured_datasets
+from vlrepro.data.real.errors import DatasetError
+from vlrepro.data.real.suite import REFER_SETS, build_real, configured_datasets
 from vlrepro.data.records import load_split
 
 
@@ -25,3 +27,19 @@ def test_refer_sets_are_picked_by_the_files_present(tmp_path):
     (tmp_path / "refer" / "refcoco+").mkdir(parents=True)
     (tmp_path / "refer" / "refcoco+" / "refs(unc).p").write_bytes(b"")
     assert list(configured_datasets(RealDataConfig(refer=tmp_path / "refer"))) == ["refcoco+"]
+
+
+def test_refer_path_without_any_refer_set_is_an_error(tmp_path):
+    # e.g. data.real.refer pointing one level too deep (at refcoco/ itself): nothing would be converted
+    (tmp_path / "refer" / "refcoco").mkdir(parents=True)
+    (tmp_path / "refer" / "refcoco" / "refs(unc).p").write_bytes(b"")
+    wrong = tmp_path / "refer" / "refcoco"
+    with pytest.raises(DatasetError) as err:
+        configured_datasets(RealDataConfig(refer=wrong))
+    msg = str(err.value)
+    assert msg.startswith(f"{wrong}: data.real.refer is set but holds no refer set")
+    for _, folder, split_by in REFER_SETS:  # every path tried is listed
+        assert str(wrong / folder / f"refs({split_by}).p") in msg
+    assert "expected at least one of them" in msg and 'README "Real datasets"' in msg
+    with pytest.raises(DatasetError, match="holds no refer set"):
+        build_real(RealDataConfig(refer=tmp_path / "missing"), tmp_path / "real")

@@ -1,16 +1,19 @@
-"""The claim test (Welch, one-sided) against an independent computation, and every verdict branch."""
+"""The claim tests (paired for matched seeds, else Welch; one-sided) against independent computations, and every
+verdict branch."""
 
 from __future__ import annotations
 
 import math
 import statistics
 
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from vlrepro.report.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, decide
+from vlrepro.report.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, claims_ledger, decide
+from vlrepro.report.collect import VALUE_COLUMNS, Collection, MetricsFile
 
 
 def welch_p_greater(a: list[float], b: list[float]) -> float:
@@ -37,9 +40,9 @@ def test_hand_computed_case():
 
 
 @settings(max_examples=50, deadline=None)
-@given(
-    st.lists(st.floats(0, 1), min_size=2, max_size=6, unique=True),
-    st.lists(st.floats(0, 1), min_size=2, max_size=6, unique=True),
+@given(  # metric-like values on a 1e-3 grid: distinct values, so both variances are positive (no subnormals)
+    st.lists(st.integers(0, 1000).map(lambda i: i / 1000), min_size=2, max_size=6, unique=True),
+    st.lists(st.integers(0, 1000).map(lambda i: i / 1000), min_size=2, max_size=6, unique=True),
 )
 def test_p_value_matches_textbook_formula(a, b):
     r = decide(a, b, higher_is_better=True, alpha=0.05)
@@ -101,3 +104,86 @@ def test_alpha_out_of_range(alpha):
 def test_non_finite_values_rejected():
     with pytest.raises(ValueError, match="finite"):
         decide([1.0, float("nan")], [0.0, 1.0], True, 0.05)
+
+
+def test_paired_hand_computed_case():
+    # matched seeds 0, 1, 2: differences d = [1, 2, 3], mean 2, sd 1 → t = 2 / (1 / sqrt(3)) = 3.4641, df = 2
+    a, b = [2.0, 4.0, 6.0], [1.0, 2.0, 3.0]
+    expected = float(stats.t.sf(2 / (1 / math.sqrt(3)), 2))  # ≈ 0.037
+    r = decide(a, b, higher_is_better=True, alpha=0.05, ours_seeds=[0, 1, 2], reference_seeds=[0, 1, 2])
+    assert r.p_value == pytest.approx(expected, rel=1e-9)
+    assert r.p_value == pytest.approx(float(stats.ttest_rel(a, b, alternative="greater").pvalue), rel=1e-9)
+    assert "paired" in r.test and "one-sided" in r.test and ">" in r.test
+    assert (r.ours_mean, r.ours_std, r.reference_mean, r.reference_std) == pytest.approx((4, 2, 2, 1))
+    assert (r.n_ours, r.n_reference) == (3, 3)
+    assert r.verdict == REPRODUCED  # the same values unpaired (Welch) give p ≈ 0.11: inconclusive
+    # lower is better: the lower-tail test of the same differences
+    low = decide(b, a, higher_is_better=False, alpha=0.05, ours_seeds=[0, 1, 2], reference_seeds=[0, 1, 2])
+    assert low.p_value == pytest.approx(expected, rel=1e-9) and "<" in low.test and low.verdict == REPRODUCED
+
+
+def test_paired_by_seed_not_by_position():
+    # the reference lists its seeds in another order; pairing must follow the seeds
+    r = decide([2.0, 4.0, 6.0], [3.0, 1.0, 2.0], True, 0.05, ours_seeds=[0, 1, 2], reference_seeds=[2, 0, 1])
+    assert r.p_value == pytest.approx(float(stats.t.sf(2 * math.sqrt(3), 2)), rel=1e-9)
+
+
+def test_paired_constant_difference_is_exact():
+    r = decide([1.0, 2.0, 4.0], [0.0, 1.0, 3.0], True, 0.05, ours_seeds=[0, 1, 2], reference_seeds=[0, 1, 2])
+    assert r.verdict == REPRODUCED and r.p_value == 0.0 and "paired" in r.test
+
+
+@pytest.mark.parametrize(
+    ("ours_seeds", "reference_seeds"),
+    [
+        ([0, 1, 2], [0, 1, 3]),
+        ([0, 1, 2], [0, 1]),
+        ([0, 1, 2], None),
+        ([None, None, None], [None, None, None]),
+        ([0, 0, 1], [0, 1, 1]),
+    ],
+)
+def test_unmatched_seeds_fall_back_to_welch(ours_seeds, reference_seeds):
+    a = [2.0, 4.0, 6.0]
+    b = [1.0, 2.0, 3.0][: len(reference_seeds)] if reference_seeds is not None else [1.0, 2.0, 3.0]
+    r = decide(a, b, True, 0.05, ours_seeds=ours_seeds, reference_seeds=reference_seeds)
+    assert "Welch" in r.test and "paired" not in r.test
+    assert r.p_value == pytest.approx(welch_p_greater(a, b), rel=1e-9)
+
+
+def test_seed_count_must_match_values():
+    with pytest.raises(ValueError, match="3 values but 2 seeds"):
+        decide([1.0, 2.0, 3.0], [0.0, 1.0, 2.0], True, 0.05, ours_seeds=[0, 1], reference_seeds=[0, 1, 2])
+
+
+def _collection(runs: dict[str, dict[int, float]]) -> Collection:
+    claim = {
+        "paper": "AMC",
+        "claim": "c",
+        "metric": "m",
+        "variant": "amc",
+        "reference_variant": "base",
+        "higher_is_better": True,
+    }
+    files = [
+        MetricsFile(f"amc/{v}-{seed}.json", "amc", v, seed, {"m": x}, [claim], None)
+        for v, seeds in runs.items()
+        for seed, x in seeds.items()
+    ]
+    values = pd.DataFrame(
+        [(f.stage, f.variant, f.seed, "m", f.metrics["m"], f.file) for f in files], columns=VALUE_COLUMNS
+    ).astype({"seed": "Int64", "value": "float64"})
+    return Collection(files, values)
+
+
+def test_ledger_pairs_matched_seeds_and_records_the_test():
+    paired = claims_ledger(_collection({"amc": {0: 2.0, 1: 4.0, 2: 6.0}, "base": {2: 3.0, 0: 1.0, 1: 2.0}}), 0.05)
+    row = paired.iloc[0]
+    assert row["test"].startswith("paired t-test") and row["n_seeds"] == 3
+    assert row["p_value"] == pytest.approx(float(stats.t.sf(2 * math.sqrt(3), 2)), rel=1e-9)
+    assert row["verdict"] == REPRODUCED
+    welch = claims_ledger(_collection({"amc": {0: 2.0, 1: 4.0, 2: 6.0}, "base": {0: 1.0, 1: 2.0, 5: 3.0}}), 0.05)
+    row = welch.iloc[0]
+    assert row["test"].startswith("Welch t-test")
+    assert row["p_value"] == pytest.approx(welch_p_greater([2.0, 4.0, 6.0], [1.0, 2.0, 3.0]), rel=1e-9)
+    assert row["verdict"] == INCONCLUSIVE

@@ -5,7 +5,7 @@ the modules each do one job:
 
 - ``references``: load and validate ``references.yaml`` (paper-reported numbers with sources);
 - ``collect``: read every metrics JSON into a tidy DataFrame and aggregate over seeds;
-- ``claims``: the claim row format, the Welch test and the ledger (``reports/claims.csv``);
+- ``claims``: the claim row format, the one-sided t-test (paired or Welch) and the ledger (``reports/claims.csv``);
 - ``figures``: one grouped bar chart per stage, quantities in [0, 1] on one shared x scale;
 - ``render``: the same blocks as Markdown and as self-contained HTML;
 - ``build``: put it together and write the files atomically.

@@ -124,7 +124,8 @@ def _method_note(alpha: float) -> Bullets:
             "Stage figures: bars = mean, error bars = ± 1 std over seeds (none for a single run). Quantities "
             "whose values all lie in [0, 1] share one x scale, so their bar lengths compare directly; any other "
             "quantity gets a panel and scale of its own.",
-            f"Claims: Welch's t-test, one-sided in the direction the paper claims, alpha = {alpha:g}. "
+            "Claims: a one-sided t-test in the direction the paper claims — paired by seed when both variants ran "
+            f"the same seeds, Welch's otherwise (the ledger's `test` column says which); alpha = {alpha:g}. "
             "Verdict `reproduced` if the difference goes the claimed way and p < alpha; `not reproduced` if the "
             "mean difference is zero or goes the other way; `inconclusive` if p ≥ alpha or a side has fewer "
             "than 2 seeds.",

@@ -20,10 +20,20 @@ carry the same row (identical rows count once), so a matrix stage can write them
 
 Test
 ----
-Welch's two-sample t-test, one-sided in the claimed direction (``scipy.stats.ttest_ind(...,
-equal_var=False, alternative=...)``). Welch because the variants need not have equal variance across
-seeds (a regulariser such as AMC may well change it), and one-sided because a paper claim is
-directional. Verdicts:
+One-sided in the claimed direction, because a paper claim is directional. Which t-test depends on the
+seeds (the ``test`` column of the ledger says which one decided the row):
+
+- **paired t-test** (``scipy.stats.ttest_rel(..., alternative=...)``) when both sides ran with the same
+  set of seeds. The seed fixes data order and initialisation for both variants, so the runs of one seed
+  are matched and the per-seed differences carry the effect without the seed-to-seed spread they share;
+  treating them as independent samples would waste that pairing (and misstate p). Values are paired by
+  seed, not by position.
+- **Welch's two-sample t-test** (``scipy.stats.ttest_ind(..., equal_var=False, alternative=...)``)
+  otherwise (different seed sets, or runs without a seed): the sides are then independent samples, and
+  Welch because the variants need not have equal variance across seeds (a regulariser such as AMC may well
+  change it).
+
+Verdicts (the same rule for both tests):
 
 - ``inconclusive`` with fewer than 2 seeds on either side (no variance estimate, no test is run);
 - ``not reproduced`` when the mean difference is zero or in the wrong direction;
@@ -33,8 +43,9 @@ directional. Verdicts:
 In ``claims.csv`` ``n_seeds`` is the smaller of the two sides' seed counts (the one that limits the test);
 ``n_ours`` and ``n_reference`` give both. Means and stds are over seeds (sample std, ddof=1).
 
-When both sides have zero spread the t statistic is undefined; the difference of means is then exact, so
-p is taken as 0 (claimed direction) or 1 (otherwise).
+When the spread the test divides by is zero (both sides' for Welch, the per-seed differences' for the
+paired test) the t statistic is undefined; the difference of means is then exact, so p is taken as 0
+(claimed direction) or 1 (otherwise).
 """
 
 from __future__ import annotations
@@ -99,13 +110,37 @@ def _mean_std(x: np.ndarray) -> tuple[float, float]:
     return mean, float(x.std(ddof=1)) if len(x) > 1 else math.nan
 
 
-def decide(ours: Sequence[float], reference: Sequence[float], higher_is_better: bool, alpha: float) -> ClaimTest:
-    """Decide "ours beats reference" from per-seed values with a one-sided Welch t-test at level ``alpha``."""
+def matched_seeds(ours_seeds: Sequence[int | None] | None, reference_seeds: Sequence[int | None] | None) -> bool:
+    """Whether two sides' runs are matched: every run has a seed, no seed repeats, and the sets are equal."""
+    if ours_seeds is None or reference_seeds is None:
+        return False
+    sides = [list(ours_seeds), list(reference_seeds)]
+    if any(seed is None for side in sides for seed in side):
+        return False
+    return all(len(set(side)) == len(side) for side in sides) and set(sides[0]) == set(sides[1])
+
+
+def decide(
+    ours: Sequence[float],
+    reference: Sequence[float],
+    higher_is_better: bool,
+    alpha: float,
+    ours_seeds: Sequence[int | None] | None = None,
+    reference_seeds: Sequence[int | None] | None = None,
+) -> ClaimTest:
+    """Decide "ours beats reference" from per-seed values with a one-sided t-test at level ``alpha``.
+
+    With ``ours_seeds``/``reference_seeds`` (the seed of each value) naming the same set of seeds on both
+    sides, the values are paired by seed and the paired t-test decides; otherwise Welch's t-test.
+    """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     a, b = np.asarray(ours, dtype=float), np.asarray(reference, dtype=float)
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("per-seed values must be finite numbers")
+    for values, seeds, side in ((a, ours_seeds, "ours"), (b, reference_seeds, "reference")):
+        if seeds is not None and len(seeds) != len(values):
+            raise ValueError(f"{side}: {len(values)} values but {len(seeds)} seeds")
     (m_a, s_a), (m_b, s_b) = _mean_std(a), _mean_std(b)
     direction = "greater" if higher_is_better else "less"
 
@@ -116,11 +151,21 @@ def decide(ours: Sequence[float], reference: Sequence[float], higher_is_better: 
         return result("none (fewer than 2 seeds on a side)", math.nan, INCONCLUSIVE)
 
     gain = (m_a - m_b) if higher_is_better else (m_b - m_a)  # > 0: the claimed direction
-    test = f"Welch t-test, one-sided (ours {'>' if higher_is_better else '<'} reference)"
-    if s_a == 0 and s_b == 0:
-        p = 0.0 if gain > 0 else 1.0
+    sided = f"one-sided (ours {'>' if higher_is_better else '<'} reference)"
+    if matched_seeds(ours_seeds, reference_seeds):
+        test = f"paired t-test, {sided}"
+        by_seed = dict(zip(reference_seeds, b, strict=True))
+        b_paired = np.array([by_seed[seed] for seed in ours_seeds])
+        if np.ptp(a - b_paired) == 0:
+            p = 0.0 if gain > 0 else 1.0
+        else:
+            p = float(stats.ttest_rel(a, b_paired, alternative=direction).pvalue)
     else:
-        p = float(stats.ttest_ind(a, b, equal_var=False, alternative=direction).pvalue)
+        test = f"Welch t-test, {sided}"
+        if s_a == 0 and s_b == 0:
+            p = 0.0 if gain > 0 else 1.0
+        else:
+            p = float(stats.ttest_ind(a, b, equal_var=False, alternative=direction).pvalue)
     if gain <= 0:
         return result(test, p, NOT_REPRODUCED)
     return result(test, p, REPRODUCED if p < alpha else INCONCLUSIVE)
@@ -149,21 +194,23 @@ def claim_rows(collection: Collection) -> list[ClaimRow]:
 def claims_ledger(collection: Collection, alpha: float) -> pd.DataFrame:
     """Decide every claim in the collection; one row per claim in ``LEDGER_COLUMNS`` order, sorted."""
     per_seed = {
-        key: group.sort_values("seed")["value"].to_numpy()
+        key: group.sort_values("seed")[["seed", "value"]]
         for key, group in collection.values.groupby(["stage", "variant", "metric"], sort=True)
     }
     rows = []
     for row in claim_rows(collection):
         sides = []
         for variant in (row.variant, row.reference_variant):
-            values = per_seed.get((row.stage, variant, row.metric))
-            if values is None:
+            runs = per_seed.get((row.stage, variant, row.metric))
+            if runs is None:
                 raise ClaimError(
                     f"claim {row.claim!r} ({row.paper}): no values of metric {row.metric!r} for variant "
                     f"{variant!r} in stage {row.stage!r}; variants there: {_variants(collection, row.stage)}"
                 )
-            sides.append(values)
-        t = decide(sides[0], sides[1], row.higher_is_better, alpha)
+            seeds = [None if pd.isna(s) else int(s) for s in runs["seed"]]
+            sides.append((runs["value"].to_numpy(), seeds))
+        (ours, ours_seeds), (reference, reference_seeds) = sides
+        t = decide(ours, reference, row.higher_is_better, alpha, ours_seeds, reference_seeds)
         rows.append(
             {
                 **row.model_dump(exclude={"stage", "higher_is_better"}),

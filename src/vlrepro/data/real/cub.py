@@ -16,7 +16,7 @@ every seed keeps each species' share of val (≈5 of its ≈30 training images).
 validation split, so the seed is part of the experiment's definition (``data.real.cub_split_seed``).
 
 Boxes: CUB's ``x y w h`` are read as continuous pixel coordinates, so ``xyxy = (x, y, x + w, y + h)``
-(the schema's right/bottom-exclusive convention, as for COCO).
+(the schema's right/bottom-exclusive convention, as for COCO; ``vlrepro.data.records.xywh_to_xyxy``).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from vlrepro.data.real.errors import DatasetError, image_size
-from vlrepro.data.records import Record, Split
+from vlrepro.data.real.errors import DatasetError, image_size, missing, not_set, require_dir
+from vlrepro.data.records import Record, Split, xywh_to_xyxy
 
 if TYPE_CHECKING:
     from vlrepro.data.real.config import RealDataConfig
@@ -70,8 +70,7 @@ def load_cub(
     text files do not give them); False leaves width = height = 0 ("unknown").
     """
     root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{root}: not a folder; expected the CUB_200_2011/ root holding {', '.join(_FILES)}")
+    require_dir(root, f"the CUB_200_2011/ root holding {', '.join(_FILES)}")
     tables = {name: _read_table(root / name, *form) for name, form in _FILES.items()}
     classes = _class_names(root / "classes.txt", tables["classes.txt"])
     paths = {i: v[0] for i, v in tables["images.txt"].items()}
@@ -95,8 +94,8 @@ def load_cub(
         if seg_dir is not None:
             mask = str(Path(rel).with_suffix(".png"))
             if not (seg_dir / mask).is_file():
-                raise DatasetError(f"{seg_dir / mask}: missing segmentation mask of image {i}; expected one "
-                                   f"PNG per line of images.txt in {seg_dir}")
+                raise missing(seg_dir / mask, f"the segmentation mask of image {i} (one PNG per line of "
+                                              f"images.txt in {seg_dir})")
         width, height = image_size(image_root / rel, f"images.txt (image {i})") if read_sizes else (0, 0)
         records[i] = Record(
             image_id=str(i),
@@ -137,7 +136,7 @@ def load_cub(
 def cub_from_config(cfg: RealDataConfig, **kwargs) -> dict[str, Split]:
     """``load_cub`` with the paths and seed of ``data.real`` in params.yaml."""
     if cfg.cub is None:
-        raise DatasetError("data.real.cub is not set; point it at the CUB_200_2011/ folder (README: Real datasets)")
+        raise not_set("cub", "the CUB_200_2011/ folder")
     return load_cub(cfg.cub, cfg.cub_segmentations, seed=cfg.cub_split_seed, **kwargs)
 
 
@@ -187,7 +186,7 @@ def load_cub_mask(root_or_seg_dir: str | Path, record: Record, threshold: int = 
         with Image.open(path) as im:
             grey = np.asarray(im.convert("L"))
     except FileNotFoundError:
-        raise DatasetError(f"{path}: missing segmentation mask of image {record.image_id}") from None
+        raise missing(path, f"the segmentation mask of image {record.image_id}") from None
     except OSError as e:
         raise DatasetError(f"{path}: not a readable PNG mask ({e})") from None
     if record.width and record.height and grey.shape != (record.height, record.width):
@@ -207,7 +206,7 @@ def _read_table(path: Path, form: str, n_columns: int) -> dict[int, list[str]]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DatasetError(f"{path}: missing; expected the CUB-200-2011 file with lines '{form}'") from None
+        raise missing(path, f"the CUB-200-2011 file with lines '{form}'") from None
     rows: dict[int, list[str]] = {}
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -244,7 +243,7 @@ def _box(values: list[str], path: Path, image_id: int) -> tuple[float, float, fl
     x, y, w, h = (_parse(float, v, path, image_id, "a number") for v in values)
     if not (w > 0 and h > 0):
         raise DatasetError(f"{path}: image {image_id}: box width and height must be > 0, got w={w} h={h}")
-    return (x, y, x + w, y + h)
+    return xywh_to_xyxy(x, y, w, h)
 
 
 def _parse(kind: Callable[[str], float], value: str, path: Path, image_id: int, what: str):
@@ -255,18 +254,16 @@ def _parse(kind: Callable[[str], float], value: str, path: Path, image_id: int, 
 
 
 def _same_ids(path: Path, table: Mapping[int, object], images: Mapping[int, str]) -> None:
-    missing = sorted(set(images) - set(table))
+    absent = sorted(set(images) - set(table))
     extra = sorted(set(table) - set(images))
-    if missing or extra:
-        raise DatasetError(f"{path}: its image ids differ from images.txt (missing {missing[:5]}, "
+    if absent or extra:
+        raise DatasetError(f"{path}: its image ids differ from images.txt (missing {absent[:5]}, "
                            f"unknown {extra[:5]}); expected one line per image of images.txt")
 
 
 def _find_segmentations(root: Path, given: str | Path | None) -> Path | None:
     if given is not None:
-        if not Path(given).is_dir():
-            raise DatasetError(f"{given}: not a folder; expected CUB's segmentations/ (one PNG per image)")
-        return Path(given)
+        return require_dir(Path(given), "CUB's segmentations/ (one PNG per image)")
     # Both official archives extracted into one folder give root/../segmentations; some guides move it inside.
     for candidate in (root / "segmentations", root.parent / "segmentations"):
         if candidate.is_dir():

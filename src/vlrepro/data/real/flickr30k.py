@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlrepro.data.real.config import RealDataConfig
-from vlrepro.data.real.errors import DatasetError, require_dir, require_file
+from vlrepro.data.real.errors import DatasetError, not_set, require_dir, require_file
 from vlrepro.data.records import Phrase, Record, Split
 
 SPLITS = ("train", "val", "test")
@@ -96,19 +96,18 @@ def parse_caption(line: str, where: str) -> Caption:
 
 def read_sentences(path: Path) -> list[Caption]:
     """All captions of one ``Sentences/<image_id>.txt``."""
-    name = f"Sentences/{path.name}"
-    require_file(path, f"{path} from the Flickr30k Entities annotations", name)
+    require_file(path, "the image's captions from the Flickr30k Entities annotations (Sentences/)")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as e:
-        raise DatasetError(f"{name}: not UTF-8 text ({e})") from e
-    return [parse_caption(line, f"{name} line {i + 1}") for i, line in enumerate(lines) if line.strip()]
+        raise DatasetError(f"{path}: not UTF-8 text ({e})") from e
+    return [parse_caption(line, f"{path} line {i + 1}") for i, line in enumerate(lines) if line.strip()]
 
 
 def read_annotations(path: Path) -> ImageBoxes:
     """Boxes of one ``Annotations/<image_id>.xml``; a box listed under several names serves each of them."""
-    name = f"Annotations/{path.name}"
-    require_file(path, f"{path} from the Flickr30k Entities annotations", name)
+    name = str(path)
+    require_file(path, "the image's boxes from the Flickr30k Entities annotations (Annotations/)")
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as e:
@@ -142,14 +141,14 @@ def read_annotations(path: Path) -> ImageBoxes:
 
 def read_split_ids(path: Path) -> list[str]:
     """Image ids listed in ``train.txt`` / ``val.txt`` / ``test.txt``."""
-    require_file(path, f"{path.name} (image ids, one per line) at the Flickr30k Entities root")
+    require_file(path, "the split's image ids (one per line) at the Flickr30k Entities root")
     ids = []
     for i, line in enumerate(path.read_text().splitlines()):
         s = line.strip()
         if not s:
             continue
         if not s.isdigit():
-            raise DatasetError(f"{path.name} line {i + 1}: {s!r:.40} is not a Flickr30k image id")
+            raise DatasetError(f"{path} line {i + 1}: {s!r:.40} is not a Flickr30k image id")
         ids.append(s)
     return ids
 
@@ -193,8 +192,8 @@ def load_flickr30k_entities(
 ) -> dict[str, Split]:
     """Load the Flickr30k Entities splits named in ``splits``: one ``Record`` per caption."""
     root = Path(root)
-    require_dir(root / "Sentences", f"{root / 'Sentences'} from the Flickr30k Entities annotations")
-    require_dir(root / "Annotations", f"{root / 'Annotations'} from the Flickr30k Entities annotations")
+    require_dir(root / "Sentences", "the captions folder of the Flickr30k Entities annotations")
+    require_dir(root / "Annotations", "the boxes folder of the Flickr30k Entities annotations")
     out = {}
     for split in splits:
         records: list[Record] = []
@@ -221,8 +220,7 @@ def load_flickr30k_entities(
 def flickr30k_entities_from_config(cfg: RealDataConfig, splits: tuple[str, ...] = SPLITS) -> dict[str, Split]:
     """:func:`load_flickr30k_entities` with ``data.real.flickr30k_entities`` and ``flickr30k_images``."""
     if cfg.flickr30k_entities is None:
-        raise DatasetError("data.real.flickr30k_entities is null; set it to the Flickr30k Entities root "
-                           'holding Annotations/ and Sentences/ (see README "Real datasets")')
+        raise not_set("flickr30k_entities", "the Flickr30k Entities root holding Annotations/ and Sentences/")
     return load_flickr30k_entities(cfg.flickr30k_entities, cfg.flickr30k_images, splits)
 
 

@@ -9,6 +9,9 @@ On disk (one folder per dataset under the refer root)::
 RefCOCO/+/g images are COCO train2014 files, refclef images are saiapr_tc-12 files; ``file_name`` in
 instances.json is relative to that image root. REC is scored per expression, so each sentence becomes
 one ``Record`` (text = the normalised ``sent``, one phrase spanning it, one box = the referred object).
+
+``labels`` hold the ref's raw ``category_id``: for RefCOCO/+/g the COCO category id (1..90, with gaps), not a
+contiguous index; for refclef the id of refclef's own ``instances.json`` categories.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from vlrepro.data.real.config import RealDataConfig
-from vlrepro.data.real.errors import DatasetError, read_json, require_file
+from vlrepro.data.real.errors import DatasetError, not_set, read_json, require_file
 from vlrepro.data.real.safe_pickle import safe_load
-from vlrepro.data.records import Phrase, Record, Split
+from vlrepro.data.records import Phrase, Record, Split, xywh_to_xyxy
 
 SPLIT_BYS: dict[str, tuple[str, ...]] = {
     "refcoco": ("unc", "google"),
@@ -45,7 +48,8 @@ def load_refer(root: Path, dataset: str, split_by: str, image_root: Path | None 
     if split_by not in SPLIT_BYS[dataset]:
         raise DatasetError(f"{dataset} has no split_by {split_by!r}; expected one of {list(SPLIT_BYS[dataset])}")
     folder = Path(root) / dataset
-    refs_path = require_file(folder / f"refs({split_by}).p", f"{folder / f'refs({split_by}).p'} from the refer data")
+    refs_path = require_file(folder / f"refs({split_by}).p",
+                             f"the {dataset} refs ({split_by} split) from the refer data")
     inst_path = folder / "instances.json"
     images, anns = _read_instances(inst_path)
     refs = _read_refs(refs_path)
@@ -56,17 +60,17 @@ def load_refer(root: Path, dataset: str, split_by: str, image_root: Path | None 
     dropped: dict[str, dict[str, int]] = defaultdict(lambda: {"degenerate_box": 0, "empty_sentence": 0})
     n_refs: dict[str, int] = defaultdict(int)
     for i, ref in enumerate(refs):
-        where = f"{refs_path.name}: ref {i}"
+        where = f"{refs_path}: ref {i}"
         split = _field(ref, "split", str, where)
         ann_id = _field(ref, "ann_id", int, where)
         ann = anns.get(ann_id)
         if ann is None:
-            raise DatasetError(f"{where} refers to ann_id {ann_id}, which {inst_path.name} does not have; "
+            raise DatasetError(f"{where} refers to ann_id {ann_id}, which {inst_path} does not have; "
                                f"refs({split_by}).p and instances.json must come from the same {dataset} folder")
         image_id = _field(ref, "image_id", int, where)
         img = images.get(image_id)
         if img is None:
-            raise DatasetError(f"{where} refers to image_id {image_id}, which {inst_path.name} does not have")
+            raise DatasetError(f"{where} refers to image_id {image_id}, which {inst_path} does not have")
         sentences = _field(ref, "sentences", list, where)
         n_refs[split] += 1
         box = ann["box"]
@@ -108,8 +112,7 @@ def load_refer(root: Path, dataset: str, split_by: str, image_root: Path | None 
 def refer_from_config(cfg: RealDataConfig, dataset: str, split_by: str) -> dict[str, Split]:
     """:func:`load_refer` with the paths of ``data.real`` (``refer`` + ``coco_train2014`` or ``saiapr``)."""
     if cfg.refer is None:
-        raise DatasetError(f"data.real.refer is null; set it to the refer data root (holding {dataset}/) "
-                           '(see README "Real datasets")')
+        raise not_set("refer", f"the refer data root (holding {dataset}/)")
     image_root = cfg.saiapr if dataset == "refclef" else cfg.coco_train2014
     return load_refer(cfg.refer, dataset, split_by, image_root)
 
@@ -133,12 +136,12 @@ def _sentence_text(sent: Any, where: str) -> str:
 
 
 def _read_instances(path: Path) -> tuple[dict[int, dict], dict[int, dict]]:
-    doc = read_json(path, f"{path} (images, annotations, categories) from the refer data")
+    doc = read_json(path, "the refer data's instances.json (images, annotations, categories)")
     if not isinstance(doc, dict):
-        raise DatasetError(f"{path.name}: expected a JSON object with images and annotations")
+        raise DatasetError(f"{path}: expected a JSON object with images and annotations")
     images: dict[int, dict] = {}
     for i, img in enumerate(_list(doc, "images", path)):
-        where = f"{path.name}: images[{i}]"
+        where = f"{path}: images[{i}]"
         images[_field(img, "id", int, where)] = {
             "file_name": _field(img, "file_name", str, where),
             "width": _field(img, "width", int, where),
@@ -146,26 +149,23 @@ def _read_instances(path: Path) -> tuple[dict[int, dict], dict[int, dict]]:
         }
     anns: dict[int, dict] = {}
     for i, ann in enumerate(_list(doc, "annotations", path)):
-        where = f"{path.name}: annotations[{i}]"
+        where = f"{path}: annotations[{i}]"
         bbox = _field(ann, "bbox", list, where)
-        anns[_field(ann, "id", int, where)] = {"box": _xywh_to_xyxy(bbox, where)}
+        anns[_field(ann, "id", int, where)] = {"box": _checked_xyxy(bbox, where)}
     return images, anns
 
 
 def _list(doc: dict, key: str, path: Path) -> list:
     value = doc.get(key)
     if not isinstance(value, list):
-        raise DatasetError(f"{path.name}: no {key!r} list (found {type(value).__name__})")
+        raise DatasetError(f"{path}: no {key!r} list (found {type(value).__name__})")
     return value
 
 
-def _xywh_to_xyxy(bbox: list, where: str) -> tuple[float, float, float, float]:
-    # COCO boxes are in continuous pixel coordinates measured from pixel edges, so x + w already is the
-    # exclusive right edge of our xyxy convention; no +-1.
+def _checked_xyxy(bbox: list, where: str) -> tuple[float, float, float, float]:
     if len(bbox) != 4 or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in bbox):
         raise DatasetError(f"{where}: bbox {bbox!r:.60} is not [x, y, w, h]")
-    x, y, w, h = (float(v) for v in bbox)
-    return (x, y, x + w, y + h)
+    return xywh_to_xyxy(*bbox)
 
 
 def _read_refs(path: Path) -> list:
@@ -173,7 +173,7 @@ def _read_refs(path: Path) -> list:
     # non-ASCII expressions come out right instead of as latin-1 mojibake.
     refs = _decode_py2(safe_load(path, encoding="bytes"))
     if not isinstance(refs, list):
-        raise DatasetError(f"{path.name}: expected a pickled list of refs, found {type(refs).__name__}")
+        raise DatasetError(f"{path}: expected a pickled list of refs, found {type(refs).__name__}")
     return refs
 
 

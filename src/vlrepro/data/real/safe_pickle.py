@@ -18,7 +18,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from vlrepro.data.real.errors import DatasetError
+from vlrepro.data.real.errors import DatasetError, missing
 
 ACCEPTED = "dict, list, tuple, set, frozenset, str, bytes, int, float, bool, None"
 
@@ -97,6 +97,8 @@ def safe_load(path: Path, *, encoding: str = "latin1") -> Any:
     path = Path(path)
     try:
         data = path.read_bytes()
+    except FileNotFoundError:
+        raise missing(path, "a pickle of plain data") from None
     except OSError as e:
         raise DatasetError(f"{path}: cannot read ({e.strerror or e})") from e
     return safe_loads(data, source=str(path), encoding=encoding)

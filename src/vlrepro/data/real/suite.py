@@ -8,6 +8,7 @@ from pathlib import Path
 from vlrepro.data.real.coco import coco_instances_from_config, coco_karpathy_from_config
 from vlrepro.data.real.config import RealDataConfig
 from vlrepro.data.real.cub import cub_from_config
+from vlrepro.data.real.errors import README_HINT, DatasetError
 from vlrepro.data.real.flickr30k import flickr30k_entities_from_config
 from vlrepro.data.real.refer import refer_from_config
 from vlrepro.data.real.visual_genome import visual_genome_from_config
@@ -25,13 +26,25 @@ REFER_SETS = (
 
 
 def configured_datasets(cfg: RealDataConfig) -> dict[str, Callable[[], dict[str, Split]]]:
-    """Loaders of the datasets ``cfg`` points at, by output name; empty when no path is set."""
+    """Loaders of the datasets ``cfg`` points at, by output name; empty when no path is set.
+
+    ``data.real.refer`` converts each refer set whose ``refs(<split_by>).p`` is present (``REFER_SETS``); a
+    ``refer`` path holding none of them is a ``DatasetError`` that lists the files tried.
+    """
     jobs: dict[str, Callable[[], dict[str, Split]]] = {}
     if cfg.refer is not None:
-        for name, folder, split_by in REFER_SETS:
-            # A user may hold only some of the refer sets; each one present is converted.
-            if (cfg.refer / folder / f"refs({split_by}).p").is_file():
-                jobs[name] = lambda f=folder, s=split_by: refer_from_config(cfg, f, s)
+        tried = [cfg.refer / folder / f"refs({split_by}).p" for _, folder, split_by in REFER_SETS]
+        # A user may hold only some of the refer sets; each one present is converted.
+        present = [(name, folder, split_by) for (name, folder, split_by), refs in zip(REFER_SETS, tried, strict=True)
+                   if refs.is_file()]
+        for name, folder, split_by in present:
+            jobs[name] = lambda f=folder, s=split_by: refer_from_config(cfg, f, s)
+        if not present:  # a set refer path that gives nothing is a wrong path, not an empty dataset
+            raise DatasetError(
+                f"{cfg.refer}: data.real.refer is set but holds no refer set; tried "
+                f"{', '.join(str(p) for p in tried)}; expected at least one of them, each with an instances.json "
+                f"beside it (<refer>/refcoco/refs(unc).p, ...; {README_HINT})"
+            )
     if cfg.flickr30k_entities is not None:
         jobs["flickr30k_entities"] = lambda: flickr30k_entities_from_config(cfg)
     if cfg.visual_genome is not None:

@@ -24,20 +24,20 @@ from pathlib import Path
 from typing import Any
 
 from vlrepro.data.real.config import RealDataConfig
-from vlrepro.data.real.errors import DatasetError, read_json
-from vlrepro.data.records import Phrase, Record, Split
+from vlrepro.data.real.errors import DatasetError, not_set, read_json
+from vlrepro.data.records import Phrase, Record, Split, xywh_to_xyxy
 
 IMAGE_FOLDERS = ("VG_100K", "VG_100K_2")
 
 
 def read_image_data(path: Path) -> dict[int, tuple[str, int, int]]:
     """``image_data.json`` as {image id: (file relative to the VG root, width, height)}."""
-    doc = read_json(path, f"{path} from Visual Genome (image metadata)")
+    doc = read_json(path, "Visual Genome's image_data.json (image metadata)")
     if not isinstance(doc, list):
-        raise DatasetError(f"{path.name}: expected a JSON list of images, found {type(doc).__name__}")
+        raise DatasetError(f"{path}: expected a JSON list of images, found {type(doc).__name__}")
     out = {}
     for i, img in enumerate(doc):
-        where = f"{path.name}: [{i}]"
+        where = f"{path}: [{i}]"
         image_id = _num(img, ("image_id", "id"), where, int)
         url = _get(img, ("url",), where)
         if not isinstance(url, str):
@@ -56,13 +56,13 @@ def clip_region(x: float, y: float, w: float, h: float, width: int, height: int,
     """The region's xyxy box clipped to the image, or None with the reason it is dropped."""
     if not (w > 0 and h > 0):
         return None, "degenerate"
-    x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, float(width)), min(y + h, float(height))
+    box = xywh_to_xyxy(x, y, w, h)
+    x0, y0, x1, y1 = max(box[0], 0.0), max(box[1], 0.0), min(box[2], float(width)), min(box[3], float(height))
     if x1 <= x0 or y1 <= y0:
         return None, "outside"
     if x1 - x0 < min_size or y1 - y0 < min_size:
         return None, "too_small"
-    clipped = (x0, y0, x1, y1) != (x, y, x + w, y + h)
-    return (x0, y0, x1, y1), "clipped" if clipped else "ok"
+    return (x0, y0, x1, y1), "clipped" if (x0, y0, x1, y1) != box else "ok"
 
 
 def load_visual_genome(root: Path, image_root: Path | None = None, *, min_size: float = 1.0) -> dict[str, Split]:
@@ -70,16 +70,16 @@ def load_visual_genome(root: Path, image_root: Path | None = None, *, min_size: 
     root = Path(root)
     images = read_image_data(root / "image_data.json")
     path = root / "region_descriptions.json"
-    doc = read_json(path, f"{path} from Visual Genome (region descriptions)")
+    doc = read_json(path, "Visual Genome's region_descriptions.json")
     if not isinstance(doc, list):
-        raise DatasetError(f"{path.name}: expected a JSON list of images, found {type(doc).__name__}")
+        raise DatasetError(f"{path}: expected a JSON list of images, found {type(doc).__name__}")
     records: list[Record] = []
     counts: Counter[str] = Counter()
     for i, entry in enumerate(doc):
-        where = f"{path.name}: [{i}]"
+        where = f"{path}: [{i}]"
         image_id = _num(entry, ("id", "image_id"), where, int)
         if image_id not in images:
-            raise DatasetError(f"{where}: image {image_id} is not in image_data.json; both files must come "
+            raise DatasetError(f"{where}: image {image_id} is not in {root / 'image_data.json'}; both files must come "
                                "from the same Visual Genome release")
         file, width, height = images[image_id]
         regions = _get(entry, ("regions",), where)
@@ -118,8 +118,7 @@ def load_visual_genome(root: Path, image_root: Path | None = None, *, min_size: 
 def visual_genome_from_config(cfg: RealDataConfig, *, min_size: float = 1.0) -> dict[str, Split]:
     """:func:`load_visual_genome` with ``data.real.visual_genome`` (images under that root)."""
     if cfg.visual_genome is None:
-        raise DatasetError("data.real.visual_genome is null; set it to the Visual Genome root holding "
-                           'region_descriptions.json and image_data.json (see README "Real datasets")')
+        raise not_set("visual_genome", "the Visual Genome root holding region_descriptions.json and image_data.json")
     return load_visual_genome(cfg.visual_genome, min_size=min_size)
 
 

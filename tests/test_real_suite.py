@@ -43,3 +43,10 @@ def test_refer_path_without_any_refer_set_is_an_error(tmp_path):
     assert "expected at least one of them" in msg and 'README "Real datasets"' in msg
     with pytest.raises(DatasetError, match="holds no refer set"):
         build_real(RealDataConfig(refer=tmp_path / "missing"), tmp_path / "real")
+
+
+def test_a_dataset_no_longer_configured_is_removed(tmp_path):
+    build_real(RealDataConfig(visual_genome=write_vg(tmp_path / "vg")), tmp_path / "real")
+    assert (tmp_path / "real" / "visual_genome" / "train" / "records.json").is_file()
+    assert build_real(RealDataConfig(), tmp_path / "real") == {}
+    assert not (tmp_path / "real" / "visual_genome").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from vlrepro.data.real.flickr30k import flickr30k_entities_from_config
 from vlrepro.data.real.refer import refer_from_config
 from vlrepro.data.real.visual_genome import visual_genome_from_config
 from vlrepro.data.records import Split, save_split
-from vlrepro.io import write_json
+from vlrepro.io import read_json, write_json
 
 # (name in data/real/, refer dataset folder, split_by) — the splits the papers evaluate on
 REFER_SETS = (
@@ -63,11 +64,16 @@ def build_real(cfg: RealDataConfig, out_dir: Path) -> dict[str, dict[str, int]]:
     """Write ``out_dir/<dataset>/<split>/records.json`` for each configured dataset, and ``manifest.json``.
 
     Returns ``{dataset: {split: records}}``; with no path set it writes an empty manifest, so the stage's
-    output exists in every profile.
+    output exists in every profile. Folders an earlier build listed in its manifest are removed first, so a
+    dataset or split that is no longer configured cannot linger (run outside DVC, nothing else clears them).
     """
     out_dir = Path(out_dir)
+    jobs = configured_datasets(cfg)  # a configuration error stops here, before anything is removed
+    if (out_dir / "manifest.json").is_file():
+        for name in read_json(out_dir / "manifest.json").get("datasets", {}):
+            shutil.rmtree(out_dir / name, ignore_errors=True)
     counts: dict[str, dict[str, int]] = {}
-    for name, load in configured_datasets(cfg).items():
+    for name, load in jobs.items():
         splits = load()
         for split_name, split in splits.items():
             save_split(out_dir / name / split_name, split)

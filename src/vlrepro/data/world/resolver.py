@@ -24,6 +24,12 @@ fractions of the image side turned into pixels:
 ``resolve`` returns every matching object; an expression is unique when it returns one. A larger margin
 makes location words more tolerant (more ties) and relations stricter, so an expression that is unique
 both at m and at 0 singles out its target with room to spare; that is what the generator demands.
+
+Count words ("three red circles") are parsed into ``NounPhrase.count`` but not checked: ``evaluate``
+ignores them and returns every matching object, however many the text says. Counts occur only in caption
+phrases, where the generator writes the number of visible matches it has just grounded (true by
+construction); the uniqueness check concerns referring expressions, which name one object and carry no
+count. A consumer that needs the count (e.g. to test a model's counting) reads it from the parse.
 """
 
 from __future__ import annotations

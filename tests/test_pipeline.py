@@ -18,7 +18,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-INPUTS = ["dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", "notebooks", "src"]
+INPUTS = ["dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", "requirements", "notebooks", "src"]
 
 
 def sh(*cmd: str, cwd: Path, env: dict) -> str:

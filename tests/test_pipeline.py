@@ -66,9 +66,24 @@ def test_smoke_pipeline_writes_the_report(smoke_repo):
     data = json.loads((reports / "metrics" / "data.json").read_text())
     for split in ("val", "testA", "testB"):
         assert set(data["metrics"]["baselines"]["refcoco"][split]) >= {"random", "largest", "image_only"}
-    for name in ("00_data", "90_report"):
+    for name in ("00_data", "10_pretrain", "90_report"):
         assert (reports / "notebooks" / f"{name}.ipynb").is_file()
         assert "<html" in (reports / "notebooks" / f"{name}.html").read_text().lower()
+
+
+@pytest.mark.pipeline
+def test_smoke_pretrain_leaves_loadable_checkpoints_and_its_curve_in_the_report(smoke_repo):
+    from vlrepro.models import load_pretrained
+
+    work, _ = smoke_repo
+    for name in ("text", "cnn", "vit", "clip"):
+        load_pretrained(work / "checkpoints" / "pretrain" / name)
+    metrics = json.loads((work / "reports" / "metrics" / "pretrain.json").read_text())["metrics"]
+    assert set(metrics) == {"text", "cnn", "vit", "clip", "downstream"}
+    assert set(metrics["clip"]["retrieval_r1"]) == {"pretrained", "untrained"}
+    curve = json.loads((work / "reports" / "plots" / "pretrain_downstream.json").read_text())
+    assert {p["init"] for p in curve} == {"pretrained", "scratch"}
+    assert "figures/pretrain_downstream.png" in (work / "reports" / "REPORT.md").read_text()
 
 
 @pytest.mark.pipeline

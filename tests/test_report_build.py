@@ -301,3 +301,24 @@ def test_empty_or_missing_metrics_folder(tmp_path):
     with pytest.raises(MetricsError, match="no metrics JSON"):
         build_report(tmp_path / "empty", tmp_path / "out", "t", 0.05)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_stages_own_figures_are_shown_under_it_and_linked_in_place(tmp_path):
+    metrics = write_fixture(tmp_path / "metrics")
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    png = b"\x89PNG\r\n\x1a\n-stand-in-bytes"
+    (figures / "amc_curve.png").write_bytes(png)
+    (figures / "data_samples.png").write_bytes(b"\x89PNG\r\n\x1a\n-other")
+    (figures / "amcx_other.png").write_bytes(b"not this stage's")  # `amc_*` only, not `amcx_*`
+    out = tmp_path / "out"
+    build_report(metrics, out, "t", 0.05, stage_figures_dir=figures)
+
+    md = (out / "REPORT.md").read_text()
+    amc_section = md.split("### Stage `amc`")[1].split("## Claims ledger")[0]
+    assert "../figures/amc_curve.png" in amc_section and "data_samples" not in amc_section
+    assert "amcx_other" not in md
+    assert "../figures/data_samples.png" in md.split("### Stage `amc`")[0]
+    html = (out / "report.html").read_text()
+    assert base64.b64encode(png).decode() in html
+    assert not (out / "figures").exists()  # linked in place, not copied

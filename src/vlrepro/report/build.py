@@ -6,12 +6,15 @@ order, tables are sorted, there are no timestamps or absolute paths, and PNGs ca
 
 Files written under ``out_dir``: ``REPORT.md``, ``report.html`` (figures embedded as base64 PNG, no
 external CSS/JS), ``claims.csv`` and ``report_figures/<stage>.png`` (the figures REPORT.md links to).
+A stage's own figures, ``<stage>_*.png`` in ``stage_figures_dir`` (e.g. the pretrain stage's learning
+curve), are shown under that stage's table, linked in place rather than copied.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -194,7 +197,16 @@ def _reference_blocks(refs: list[Reference]) -> list[Block]:
     return blocks
 
 
-def build_report(metrics_dir: Path, out_dir: Path, title: str, alpha: float) -> dict[str, Any]:
+def _own_figures(stage: str, stage_figures_dir: Path | None, out_dir: Path) -> list[Image]:
+    if stage_figures_dir is None:
+        return []
+    paths = sorted(Path(stage_figures_dir).glob(f"{stage}_*.png"))
+    return [Image(Path(os.path.relpath(p, out_dir)).as_posix(), p.read_bytes(), p.stem) for p in paths]
+
+
+def build_report(
+    metrics_dir: Path, out_dir: Path, title: str, alpha: float, stage_figures_dir: Path | None = None
+) -> dict[str, Any]:
     """Read every metrics JSON under ``metrics_dir`` and write the report files into ``out_dir``.
 
     Returns the written paths (``report_md``, ``report_html``, ``claims_csv``, ``figures``), the
@@ -236,7 +248,7 @@ def build_report(metrics_dir: Path, out_dir: Path, title: str, alpha: float) -> 
         fig_title = (hint or {}).get("title") or f"{stage}: mean ± std over seeds"
         image = Image(_figure_name(stage), stage_figure(selected, str(fig_title)), f"{stage} metrics")
         images.append(image)
-        blocks.append(image)
+        blocks += [image, *_own_figures(stage, stage_figures_dir, out_dir)]
 
     blocks += _claims_blocks(ledger)
     blocks += _reference_blocks(refs)

@@ -1,0 +1,125 @@
+"""Contrastive (CLIP) pre-training of the dual encoder on world captions, and its two evaluations.
+
+- Training pairs: one item per train image, with one of its captions drawn at random each time it is
+  seen, so a batch holds each image once (no duplicate positives among the negatives).
+- ``evaluate_retrieval``: image->text and text->image R@1 on held-out captions (captions/test, 5 per image);
+  a retrieved caption counts if it belongs to the query image.
+- ``evaluate_zero_shot``: classification by the nearest prompt ``"a {name}."``, without training a
+  classifier: the species of cub/test (16-way accuracy) and, on det/test, whether the top-scoring
+  category is present in the image (several objects per image).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from torch import Tensor, nn
+
+from vlrepro.data.records import Split, load_split
+from vlrepro.losses.contrastive import info_nce
+from vlrepro.models.backbones import images_to_tensor
+from vlrepro.models.clip import DualEncoder
+from vlrepro.models.text import encode, special_ids
+from vlrepro.pretrain.data import pad_stack
+
+PROMPT = "a {}."
+
+
+class CaptionPairs(torch.utils.data.Dataset):
+    """``(image, caption ids)`` per image of the given splits, the caption drawn among the image's own."""
+
+    def __init__(self, splits: Sequence[Split], tokenizer: Tokenizer, max_len: int):
+        images, captions = [], []
+        for split in splits:
+            by_image: dict[int, list[str]] = {}
+            for r in split.records:
+                if r.text:
+                    by_image.setdefault(int(r.image), []).append(r.text)
+            ids = sorted(by_image)
+            images.append(np.asarray(split.images)[ids])
+            captions += [by_image[i] for i in ids]
+        self.images = torch.from_numpy(np.concatenate(images))
+        flat = [t for texts in captions for t in texts]
+        batch = encode(tokenizer, flat, max_len)
+        lengths = batch["attention_mask"].sum(1).tolist()
+        rows = [row[:n] for row, n in zip(batch["input_ids"], lengths, strict=True)]
+        bounds = np.cumsum([0, *map(len, captions)])
+        self.captions = [rows[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        self.pad_id = special_ids(tokenizer)["[PAD]"]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        options = self.captions[i]
+        return images_to_tensor(self.images[i]), options[np.random.randint(len(options))]  # seeded per sample
+
+    def collate(self, items: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+        ids = pad_stack([t for _, t in items], self.pad_id)
+        return {
+            "images": torch.stack([im for im, _ in items]),
+            "input_ids": ids,
+            "attention_mask": pad_stack([torch.ones_like(t) for _, t in items], 0),
+        }
+
+
+def clip_loss(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    image_emb, text_emb, scale = model(batch["images"], batch["input_ids"], batch["attention_mask"])
+    return {"loss": info_nce(image_emb, text_emb, scale), "temperature": 1.0 / scale.detach()}
+
+
+@torch.no_grad()
+def _embed_images(model: DualEncoder, images: np.ndarray, batch: int = 256) -> Tensor:
+    device = model.image_proj.weight.device
+    out = [model.encode_image(images_to_tensor(images[s : s + batch]).to(device)) for s in range(0, len(images), batch)]
+    return torch.cat(out).cpu()
+
+
+@torch.no_grad()
+def _embed_texts(model: DualEncoder, texts: Sequence[str], batch: int = 512) -> Tensor:
+    out = [model.encode_prompts(texts[s : s + batch]) for s in range(0, len(texts), batch)]
+    return torch.cat(out).cpu()
+
+
+@torch.no_grad()
+def evaluate_retrieval(model: DualEncoder, split: Split) -> dict[str, float]:
+    """``{"i2t_r1", "t2i_r1", "r1"}`` over the images of ``split`` and all their captions."""
+    was_training = model.training
+    model.eval()
+    records = [r for r in split.records if r.text]
+    image_ids = sorted({int(r.image) for r in records})
+    row = {img: k for k, img in enumerate(image_ids)}
+    owner = torch.tensor([row[int(r.image)] for r in records])
+    sims = _embed_images(model, np.asarray(split.images)[image_ids]) @ _embed_texts(model, [r.text for r in records]).T
+    i2t = (owner[sims.argmax(dim=1)] == torch.arange(len(image_ids))).float().mean().item()
+    t2i = (sims.argmax(dim=0) == owner).float().mean().item()
+    model.train(was_training)
+    return {"i2t_r1": i2t, "t2i_r1": t2i, "r1": (i2t + t2i) / 2}
+
+
+@torch.no_grad()
+def evaluate_zero_shot(model: DualEncoder, cub: Split, det: Split) -> dict[str, float]:
+    """``{"cub_acc", "det_top1"}``: species accuracy on ``cub``; share of ``det`` images whose best category is
+    present."""
+    was_training = model.training
+    model.eval()
+    species = [s["name"] for s in cub.meta["species"]]
+    scores = _embed_images(model, np.asarray(cub.images)[[int(r.image) for r in cub.records]])
+    pred = (scores @ _embed_texts(model, [PROMPT.format(s) for s in species]).T).argmax(1)
+    cub_acc = (pred == torch.tensor([r.labels[0] for r in cub.records])).float().mean().item()
+    categories = [c["name"] for c in det.meta["categories"]]
+    det_images = sorted({int(r.image) for r in det.records})
+    scores = _embed_images(model, np.asarray(det.images)[det_images])
+    best = (scores @ _embed_texts(model, [PROMPT.format(c) for c in categories]).T).argmax(1).tolist()
+    present = [{o["category_id"] for o in det.meta["scenes"][i]} for i in det_images]
+    det_top1 = float(np.mean([b in p for b, p in zip(best, present, strict=True)]))
+    model.train(was_training)
+    return {"cub_acc": cub_acc, "det_top1": det_top1}
+
+
+def load_caption_splits(data_dir: Path, sets: Sequence[str], split: str = "train") -> list[Split]:
+    return [load_split(Path(data_dir) / name / split) for name in sets]

@@ -32,6 +32,15 @@ def test_info_nce_hand_computed_2x2():
     assert info_nce(image, text, 10.0) < info_nce(image, text, 1.0)
 
 
+def test_info_nce_masks_a_repeated_image_out_of_its_own_negatives():
+    a, b = [1.0, 0.0], [0.0, 1.0]
+    emb = torch.tensor([a, a, b])  # image 0 twice (two captions of it), then image 1; a·b = 0
+    # Rows 0 and 1: logits [1, -inf, 0] -> log(1 + 1/e); row 2: [0, 0, 1] -> log(1 + 2/e); symmetric in t2i.
+    expected = (2 * math.log(1 + math.exp(-1)) + math.log(1 + 2 * math.exp(-1))) / 3
+    assert info_nce(emb, emb, 1.0, torch.tensor([0, 0, 1])).item() == pytest.approx(expected, abs=1e-6)
+    assert info_nce(emb, emb, 1.0).item() > expected  # unmasked, the duplicate is a hard negative
+
+
 def test_logit_scale_starts_at_inverse_temperature_and_is_clamped():
     scale = LogitScale(init_temperature=0.07, max_scale=100.0)
     assert scale().item() == pytest.approx(1 / 0.07, rel=1e-5)

@@ -82,7 +82,8 @@ def test_smoke_pretrain_leaves_loadable_checkpoints_and_its_curve_in_the_report(
     assert set(metrics) == {"text", "cnn", "vit", "clip", "downstream"}
     assert set(metrics["clip"]["retrieval_r1"]) == {"pretrained", "untrained"}
     curve = json.loads((work / "reports" / "plots" / "pretrain_downstream.json").read_text())
-    assert {p["init"] for p in curve} == {"pretrained", "scratch"}
+    assert [p["step"] for p in curve] == sorted(p["step"] for p in curve)
+    assert all(set(p) == {"step", "pretrained", "scratch"} for p in curve)
     assert "figures/pretrain_downstream.png" in (work / "reports" / "REPORT.md").read_text()
 
 

@@ -1,7 +1,6 @@
 """Each pre-training task learns on a tiny world (metric above the untrained model's), and the stage's
 functions write checkpoints that load back."""
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -122,7 +121,7 @@ def test_stage_functions_write_loadable_checkpoints(world, tmp_path):
     assert set(text.metrics) == {"mlm_acc"}
     assert set(cnn.metrics) == set(vit.metrics) == {"map", "cell_acc", "box_acc"}
     assert {"retrieval_r1", "zero_shot_cub_acc", "zero_shot_det_top1"} <= set(clip.metrics)
-    assert set(curve.metrics["val_acc"]) == {"pretrained", "untrained"}
+    assert set(curve.metrics["val_acc"]) == {"pretrained", "scratch"}
     points = [(p["init"], p["step"]) for p in curve.curve]
     assert points == [(i, s) for i in ("pretrained", "scratch") for s in (0, 1, 2)]
     for name, result in {"text": text, "cnn": cnn, "vit": vit, "clip": clip}.items():
@@ -130,4 +129,4 @@ def test_stage_functions_write_loadable_checkpoints(world, tmp_path):
         loaded = load_pretrained(out / name).state_dict()
         for k, v in result.model.state_dict().items():
             assert torch.equal(loaded[k], v.cpu()), k
-    assert dataclasses.replace(load_pretrained(out / "clip").text.config) == clip.model.text.config
+    assert load_pretrained(out / "clip").text.config == clip.model.text.config

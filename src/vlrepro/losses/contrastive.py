@@ -29,10 +29,17 @@ class LogitScale(nn.Module):
         return self.log_scale.clamp(max=self.max_log).exp()
 
 
-def info_nce(image_emb: Tensor, text_emb: Tensor, scale: Tensor | float) -> Tensor:
-    """Symmetric InfoNCE of ``B`` matching (image, text) pairs; embeddings are expected L2-normalised."""
+def info_nce(image_emb: Tensor, text_emb: Tensor, scale: Tensor | float, image_ids: Tensor | None = None) -> Tensor:
+    """Symmetric InfoNCE of ``B`` matching (image, text) pairs; embeddings are expected L2-normalised.
+
+    With ``image_ids`` (B,), an off-diagonal pair of the same image is left out of both softmaxes: that
+    text describes the image too and must not be pushed away from it.
+    """
     if image_emb.shape != text_emb.shape or image_emb.dim() != 2:
         raise ValueError(f"expected two (B, D) embeddings, got {tuple(image_emb.shape)} and {tuple(text_emb.shape)}")
     logits = scale * image_emb @ text_emb.t()
+    if image_ids is not None:
+        same = image_ids.unsqueeze(0) == image_ids.unsqueeze(1)
+        logits = logits.masked_fill(same & ~torch.eye(len(same), dtype=torch.bool, device=same.device), float("-inf"))
     targets = torch.arange(len(logits), device=logits.device)
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2

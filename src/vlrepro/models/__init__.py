@@ -18,8 +18,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-import os
-import tempfile
 import typing
 from pathlib import Path
 from typing import Any
@@ -108,24 +106,15 @@ def save_pretrained(model: nn.Module, folder: str | Path, meta: dict[str, Any] |
     """Write ``model.safetensors``, ``config.json`` (+ ``tokenizer.json``) into ``folder``, each atomically."""
     from safetensors.torch import save_model
 
-    from vlrepro.io import atomic_write_text, write_json
+    from vlrepro.io import atomic_path, atomic_write_text, write_json
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     kind = _kind_of(model)
     tokenizer = _tokenizer_of(model)
     if KINDS[kind][3] and tokenizer is None:
         raise ValueError(f"a {kind} model reads text: attach its tokenizer before saving, or it cannot be used later")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".model.", suffix=".safetensors.tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions instead
-    try:
-        save_model(model, tmp)  # handles tied weights (the MLM decoder shares the word embeddings)
-        os.replace(tmp, folder / "model.safetensors")
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(folder / "model.safetensors") as tmp:
+        save_model(model, str(tmp))  # handles tied weights (the MLM decoder shares the word embeddings)
     if tokenizer is not None:
         atomic_write_text(folder / "tokenizer.json", tokenizer.to_str())
     doc = {"format": FORMAT, "kind": kind, "config": dataclasses.asdict(_without_weights(model.config))}

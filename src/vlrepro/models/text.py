@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -109,6 +108,13 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str], max_len: int) -> dict[str
     return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
 
 
+def encode_rows(tokenizer: Tokenizer, texts: Sequence[str], max_len: int) -> list[Tensor]:
+    """One unpadded 1-D id tensor per text (``[CLS] ... [SEP]``), for datasets that pad per batch."""
+    batch = encode(tokenizer, texts, max_len)
+    lengths = batch["attention_mask"].sum(1).tolist()
+    return [row[:n] for row, n in zip(batch["input_ids"], lengths, strict=True)]
+
+
 # --- encoder -------------------------------------------------------------------------------------------
 
 
@@ -179,7 +185,6 @@ def load_hf_text_encoder(path: str | Path, max_len: int = 40, pooling: Literal["
     path = Path(path).expanduser()
     if not (path / "config.json").is_file() or not (path / "tokenizer.json").is_file():
         raise FileNotFoundError(f"{path}: expected a transformers BERT directory with config.json and tokenizer.json")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: a local path never needs the hub
     hf = BertModel.from_pretrained(str(path), add_pooling_layer=False, local_files_only=True)
     cfg = text_config_from_bert(hf.config, max_len=max_len, pooling=pooling, mlm_head=False)
     enc = TextEncoder(cfg, load_tokenizer(path / "tokenizer.json"))

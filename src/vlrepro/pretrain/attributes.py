@@ -31,6 +31,7 @@ from vlrepro.metrics.boxes import acc_at_iou, cxcywh_to_xyxy
 from vlrepro.models.backbones import CNNBackbone, ViTBackbone, images_to_tensor
 from vlrepro.models.rec import decode_cell_boxes
 from vlrepro.pretrain.data import SceneImages
+from vlrepro.train import evaluating
 
 GROUPS = ("category", "colour", "pattern", "size")
 IGNORE = -100
@@ -235,25 +236,26 @@ def average_precision(scores: Tensor, targets: Tensor) -> Tensor:
 def evaluate_attributes(model: AttributeModel, data: AttributeImages, label_mask: Tensor, batch: int = 256) -> dict:
     """``{"map", "cell_acc", "box_acc"}`` on ``data`` (no augmentation): scene-head mAP; object-cell accuracy
     (mean over the groups); share of object cells whose box has IoU >= 0.5 with their object's."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     scene, dense, boxes = [], [], []
-    for start in range(0, len(data), batch):
-        images = images_to_tensor(data.images[start : start + batch]).to(device)
-        d, b, s = model(images)
-        scene.append(s.sigmoid().cpu())
-        dense.append(d.cpu())
-        boxes.append(b.cpu())
-    model.train(was_training)
+    with evaluating(model):
+        for start in range(0, len(data), batch):
+            images = images_to_tensor(data.images[start : start + batch]).to(device)
+            d, b, s = model(images)
+            scene.append(s.sigmoid().cpu())
+            dense.append(d.cpu())
+            boxes.append(b.cpu())
     scene_scores, dense_logits, pred_boxes = torch.cat(scene), torch.cat(dense), torch.cat(boxes)
     ap = average_precision(scene_scores[:, label_mask], data.presence[:, label_mask])
+    on_object = data.dense[:, -1] > 0
+    if not on_object.any():
+        raise ValueError(f"no object cells among the {len(data)} evaluation images; raise pretrain.eval_images")
     accs = []
     for g, lg in enumerate(dense_logits.split(model.dense.classes, dim=1)):
         target = data.dense[:, g]
-        on_object = target > 0
-        accs.append((lg.argmax(1)[on_object] == target[on_object]).float().mean())
-    on_object = data.dense[:, -1] > 0
+        labelled = target > 0  # the category group has no label on novel categories' cells
+        if labelled.any():
+            accs.append((lg.argmax(1)[labelled] == target[labelled]).float().mean())
     pred = cxcywh_to_xyxy(pred_boxes.permute(0, 2, 3, 1)[on_object])
-    box_acc = acc_at_iou(pred, cxcywh_to_xyxy(data.boxes.permute(0, 2, 3, 1)[on_object])) if len(pred) else 0.0
+    box_acc = acc_at_iou(pred, cxcywh_to_xyxy(data.boxes.permute(0, 2, 3, 1)[on_object]))
     return {"map": float(ap.nanmean()), "cell_acc": float(torch.stack(accs).mean()), "box_acc": box_acc}

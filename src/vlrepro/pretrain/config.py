@@ -41,6 +41,12 @@ class ViTParams(TrainParams):
     mlp_ratio: float | None = 2.0
     weights: str | None = Field(None, description="local timm checkpoint file to start from (paper: DeiT/CLIP ViT)")
 
+    @model_validator(mode="after")
+    def _heads(self) -> ViTParams:
+        if self.embed_dim is not None and self.num_heads is not None and self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim = {self.embed_dim} is not divisible by num_heads = {self.num_heads}")
+        return self
+
 
 class TextParams(TrainParams):
     steps: int = Field(300, ge=0, description="MLM updates (source: world only)")
@@ -71,7 +77,9 @@ class TextParams(TrainParams):
 class CLIPParams(TrainParams):
     lr: float = Field(1e-3, gt=0)
     embed_dim: int = Field(64, ge=2, description="joint embedding width")
-    init_temperature: float = Field(0.07, gt=0, le=1, description="CLIP's initial softmax temperature (learned)")
+    init_temperature: float = Field(
+        0.07, ge=0.01, le=1, description="CLIP's initial softmax temperature (learned; 1/τ is capped at 100)"
+    )  # fmt: skip
     init_towers: bool = Field(True, description="start the towers from this stage's vit and text checkpoints")
     sets: tuple[str, ...] = Field(("captions",), description="world sets whose train captions are the pairs")
 

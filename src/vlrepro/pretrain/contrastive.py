@@ -1,7 +1,8 @@
 """Contrastive (CLIP) pre-training of the dual encoder on world captions, and its two evaluations.
 
 - Training pairs: one item per train image, with one of its captions drawn at random each time it is
-  seen, so a batch holds each image once (no duplicate positives among the negatives).
+  seen. A batch that spans two epochs can hold an image twice; the loss then masks the pair that is not
+  on the diagonal, so an image's own caption is never its negative.
 - ``evaluate_retrieval``: image->text and text->image R@1 on held-out captions (captions/test, 5 per image);
   a retrieved caption counts if it belongs to the query image.
 - ``evaluate_zero_shot``: classification by the nearest prompt ``"a {name}."``, without training a
@@ -23,8 +24,9 @@ from vlrepro.data.records import Split, load_split
 from vlrepro.losses.contrastive import info_nce
 from vlrepro.models.backbones import images_to_tensor
 from vlrepro.models.clip import DualEncoder
-from vlrepro.models.text import encode, special_ids
-from vlrepro.pretrain.data import pad_stack
+from vlrepro.models.text import encode_rows, special_ids
+from vlrepro.pretrain.data import pad_texts
+from vlrepro.train import evaluating
 
 PROMPT = "a {}."
 
@@ -43,10 +45,7 @@ class CaptionPairs(torch.utils.data.Dataset):
             images.append(np.asarray(split.images)[ids])
             captions += [by_image[i] for i in ids]
         self.images = torch.from_numpy(np.concatenate(images))
-        flat = [t for texts in captions for t in texts]
-        batch = encode(tokenizer, flat, max_len)
-        lengths = batch["attention_mask"].sum(1).tolist()
-        rows = [row[:n] for row, n in zip(batch["input_ids"], lengths, strict=True)]
+        rows = encode_rows(tokenizer, [t for texts in captions for t in texts], max_len)
         bounds = np.cumsum([0, *map(len, captions)])
         self.captions = [rows[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         self.pad_id = special_ids(tokenizer)["[PAD]"]
@@ -54,22 +53,22 @@ class CaptionPairs(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, int]:
         options = self.captions[i]
-        return images_to_tensor(self.images[i]), options[np.random.randint(len(options))]  # seeded per sample
+        return images_to_tensor(self.images[i]), options[np.random.randint(len(options))], i  # seeded per sample
 
-    def collate(self, items: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
-        ids = pad_stack([t for _, t in items], self.pad_id)
+    def collate(self, items: list[tuple[Tensor, Tensor, int]]) -> dict[str, Tensor]:
         return {
-            "images": torch.stack([im for im, _ in items]),
-            "input_ids": ids,
-            "attention_mask": pad_stack([torch.ones_like(t) for _, t in items], 0),
+            "images": torch.stack([im for im, _, _ in items]),
+            **pad_texts([t for _, t, _ in items], self.pad_id),
+            "image_ids": torch.tensor([i for _, _, i in items]),
         }
 
 
 def clip_loss(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
     image_emb, text_emb, scale = model(batch["images"], batch["input_ids"], batch["attention_mask"])
-    return {"loss": info_nce(image_emb, text_emb, scale), "temperature": 1.0 / scale.detach()}
+    loss = info_nce(image_emb, text_emb, scale, batch["image_ids"])
+    return {"loss": loss, "temperature": 1.0 / scale.detach()}
 
 
 @torch.no_grad()
@@ -88,16 +87,16 @@ def _embed_texts(model: DualEncoder, texts: Sequence[str], batch: int = 512) -> 
 @torch.no_grad()
 def evaluate_retrieval(model: DualEncoder, split: Split) -> dict[str, float]:
     """``{"i2t_r1", "t2i_r1", "r1"}`` over the images of ``split`` and all their captions."""
-    was_training = model.training
-    model.eval()
     records = [r for r in split.records if r.text]
     image_ids = sorted({int(r.image) for r in records})
     row = {img: k for k, img in enumerate(image_ids)}
     owner = torch.tensor([row[int(r.image)] for r in records])
-    sims = _embed_images(model, np.asarray(split.images)[image_ids]) @ _embed_texts(model, [r.text for r in records]).T
+    with evaluating(model):
+        images = _embed_images(model, np.asarray(split.images)[image_ids])
+        texts = _embed_texts(model, [r.text for r in records])
+    sims = images @ texts.T
     i2t = (owner[sims.argmax(dim=1)] == torch.arange(len(image_ids))).float().mean().item()
     t2i = (sims.argmax(dim=0) == owner).float().mean().item()
-    model.train(was_training)
     return {"i2t_r1": i2t, "t2i_r1": t2i, "r1": (i2t + t2i) / 2}
 
 
@@ -105,19 +104,19 @@ def evaluate_retrieval(model: DualEncoder, split: Split) -> dict[str, float]:
 def evaluate_zero_shot(model: DualEncoder, cub: Split, det: Split) -> dict[str, float]:
     """``{"cub_acc", "det_top1"}``: species accuracy on ``cub``; share of ``det`` images whose best category is
     present."""
-    was_training = model.training
-    model.eval()
     species = [s["name"] for s in cub.meta["species"]]
-    scores = _embed_images(model, np.asarray(cub.images)[[int(r.image) for r in cub.records]])
-    pred = (scores @ _embed_texts(model, [PROMPT.format(s) for s in species]).T).argmax(1)
-    cub_acc = (pred == torch.tensor([r.labels[0] for r in cub.records])).float().mean().item()
     categories = [c["name"] for c in det.meta["categories"]]
     det_images = sorted({int(r.image) for r in det.records})
-    scores = _embed_images(model, np.asarray(det.images)[det_images])
-    best = (scores @ _embed_texts(model, [PROMPT.format(c) for c in categories]).T).argmax(1).tolist()
+    with evaluating(model):
+        cub_scores = _embed_images(model, np.asarray(cub.images)[[int(r.image) for r in cub.records]])
+        species_emb = _embed_texts(model, [PROMPT.format(s) for s in species])
+        det_scores = _embed_images(model, np.asarray(det.images)[det_images])
+        category_emb = _embed_texts(model, [PROMPT.format(c) for c in categories])
+    pred = (cub_scores @ species_emb.T).argmax(1)
+    cub_acc = (pred == torch.tensor([r.labels[0] for r in cub.records])).float().mean().item()
+    best = (det_scores @ category_emb.T).argmax(1).tolist()
     present = [{o["category_id"] for o in det.meta["scenes"][i]} for i in det_images]
     det_top1 = float(np.mean([b in p for b, p in zip(best, present, strict=True)]))
-    model.train(was_training)
     return {"cub_acc": cub_acc, "det_top1": det_top1}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,10 +60,13 @@ def train_texts(data_dir: Path) -> list[str]:
     return texts
 
 
-def held_out_texts(data_dir: Path) -> list[str]:
+def held_out_texts(data_dir: Path, seen: Sequence[str] = ()) -> list[str]:
+    """Texts of the held-out splits, without those that also occur in ``seen`` (the grammar repeats short
+    sentences, which the MLM would otherwise be scored on after training on them)."""
+    seen_lower = {t.lower() for t in seen}
     texts: list[str] = []
     for name, split in TEXT_HELD_OUT:
-        texts += split_texts(load_split(Path(data_dir) / name / split))
+        texts += [t for t in split_texts(load_split(Path(data_dir) / name / split)) if t.lower() not in seen_lower]
     return texts
 
 
@@ -72,3 +76,8 @@ def pad_stack(rows: list[Tensor], value: int) -> Tensor:
     for i, r in enumerate(rows):
         out[i, : len(r)] = r
     return out
+
+
+def pad_texts(rows: list[Tensor], pad_id: int) -> dict[str, Tensor]:
+    """Unpadded id rows -> the text encoder's ``{"input_ids", "attention_mask"}`` batch."""
+    return {"input_ids": pad_stack(rows, pad_id), "attention_mask": pad_stack([torch.ones_like(r) for r in rows], 0)}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,9 +20,9 @@ from vlrepro.data.records import Split
 from vlrepro.metrics.boxes import acc_at_iou, cxcywh_to_xyxy, xyxy_to_cxcywh
 from vlrepro.models.backbones import CNNBackbone, images_to_tensor
 from vlrepro.models.rec import RECConfig, RECModel, cell_centres
-from vlrepro.models.text import TextEncoder, encode, special_ids
-from vlrepro.pretrain.data import pad_stack
-from vlrepro.train import TrainConfig, fit, groups_by_prefix
+from vlrepro.models.text import TextEncoder, encode_rows, special_ids
+from vlrepro.pretrain.data import pad_texts
+from vlrepro.train import TrainConfig, evaluating, fit, groups_by_prefix
 
 
 class ReferringExpressions(torch.utils.data.Dataset):
@@ -33,9 +32,7 @@ class ReferringExpressions(torch.utils.data.Dataset):
         records = split.records[:limit]
         self.images = torch.from_numpy(np.array(split.images))
         self.index = torch.tensor([int(r.image) for r in records])
-        batch = encode(tokenizer, [r.text for r in records], max_len)
-        lengths = batch["attention_mask"].sum(1).tolist()
-        self.ids = [row[:n] for row, n in zip(batch["input_ids"], lengths, strict=True)]
+        self.ids = encode_rows(tokenizer, [r.text for r in records], max_len)
         self.boxes_xyxy = torch.tensor([r.boxes[0] for r in records], dtype=torch.float32)
         size = torch.tensor([[r.width, r.height, r.width, r.height] for r in records], dtype=torch.float32)
         self.sizes = size
@@ -51,8 +48,7 @@ class ReferringExpressions(torch.utils.data.Dataset):
     def collate(self, items: list[tuple[Tensor, Tensor, Tensor]]) -> dict[str, Tensor]:
         return {
             "images": torch.stack([a for a, _, _ in items]),
-            "input_ids": pad_stack([b for _, b, _ in items], self.pad_id),
-            "attention_mask": pad_stack([torch.ones_like(b) for _, b, _ in items], 0),
+            **pad_texts([b for _, b, _ in items], self.pad_id),
             "boxes": torch.stack([c for _, _, c in items]),
         }
 
@@ -88,15 +84,13 @@ def rec_loss(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
 @torch.no_grad()
 def evaluate_rec(model: RECModel, data: ReferringExpressions, batch: int = 256) -> float:
     """Acc@0.5 over ``data`` (IoU >= 0.5 in pixel xyxy coordinates)."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     preds = []
-    for start in range(0, len(data), batch):
-        b = data.collate([data[i] for i in range(start, min(start + batch, len(data)))])
-        b = {k: v.to(device) for k, v in b.items()}
-        preds.append(model(b["images"], b["input_ids"], b["attention_mask"]).boxes.cpu())
-    model.train(was_training)
+    with evaluating(model):
+        for start in range(0, len(data), batch):
+            b = data.collate([data[i] for i in range(start, min(start + batch, len(data)))])
+            b = {k: v.to(device) for k, v in b.items()}
+            preds.append(model(b["images"], b["input_ids"], b["attention_mask"]).boxes.cpu())
     pred = cxcywh_to_xyxy(torch.cat(preds)) * data.sizes
     return acc_at_iou(pred, data.boxes_xyxy)
 
@@ -119,14 +113,13 @@ def train_rec_curve(
     val: ReferringExpressions,
     cfg: TrainConfig,
     encoder_lr: float,
-    out_dir: Path | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` with ``fit``; return ``[{"step", "acc"}]``, step 0 being the model as given."""
     points = [{"step": 0, "acc": evaluate_rec(model, val)}]
     groups = groups_by_prefix(model, {"cnn.": encoder_lr, "text.": encoder_lr})
     with tempfile.TemporaryDirectory(prefix="rec_curve_") as tmp:
         result = fit(
-            model, train, rec_loss, cfg, out_dir or Path(tmp), evaluate=lambda m: {"val_acc": evaluate_rec(m, val)},
+            model, train, rec_loss, cfg, tmp, evaluate=lambda m: {"val_acc": evaluate_rec(m, val)},
             param_groups=groups, collate_fn=train.collate,
         )  # fmt: skip
     points += [{"step": int(r["step"]), "acc": float(r["val_acc"])} for r in result.history if "val_acc" in r]

@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import Tensor, nn
 
-from vlrepro.models.text import TextEncoder, encode, special_ids
-from vlrepro.pretrain.data import pad_stack
+from vlrepro.models.text import TextEncoder, encode_rows, special_ids
+from vlrepro.pretrain.data import pad_stack, pad_texts
+from vlrepro.train import evaluating
 
 IGNORE = -100
 
@@ -40,9 +41,7 @@ class MaskedTexts(torch.utils.data.Dataset):
 
     def __init__(self, texts: Sequence[str], tokenizer: Tokenizer, max_len: int, prob: float):
         sp = special_ids(tokenizer)
-        batch = encode(tokenizer, texts, max_len)
-        lengths = batch["attention_mask"].sum(1).tolist()
-        self.rows = [row[:n] for row, n in zip(batch["input_ids"], lengths, strict=True)]
+        self.rows = encode_rows(tokenizer, texts, max_len)
         self.special = torch.tensor([sp["[CLS]"], sp["[SEP]"], sp["[PAD]"]])
         self.mask_id, self.pad_id = sp["[MASK]"], sp["[PAD]"]
         self.vocab_size, self.prob = tokenizer.get_vocab_size(), prob
@@ -58,12 +57,7 @@ class MaskedTexts(torch.utils.data.Dataset):
         return self.mask(self.rows[i])  # the training loop seeds torch's RNG per sample
 
     def collate(self, items: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
-        ids = pad_stack([a for a, _ in items], self.pad_id)
-        return {
-            "input_ids": ids,
-            "attention_mask": (pad_stack([torch.ones_like(a) for a, _ in items], 0)),
-            "labels": pad_stack([b for _, b in items], IGNORE),
-        }
+        return {**pad_texts([a for a, _ in items], self.pad_id), "labels": pad_stack([b for _, b in items], IGNORE)}
 
 
 class MaskedLM(nn.Module):
@@ -86,17 +80,15 @@ def mlm_loss(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
 @torch.no_grad()
 def evaluate_mlm(model: TextEncoder, data: MaskedTexts, seed: int = 0, batch: int = 512) -> dict[str, float]:
     """``{"mlm_acc"}`` at the selected positions of ``data`` under the masking draw of ``seed``."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     items = [data.mask(row, gen) for row in data.rows]
     correct = total = 0
-    for start in range(0, len(items), batch):
-        b = {k: v.to(device) for k, v in data.collate(items[start : start + batch]).items()}
-        pred = model.mlm_logits(model(b["input_ids"], b["attention_mask"])).argmax(-1)
-        selected = b["labels"] != IGNORE
-        correct += int((pred[selected] == b["labels"][selected]).sum())
-        total += int(selected.sum())
-    model.train(was_training)
+    with evaluating(model):
+        for start in range(0, len(items), batch):
+            b = {k: v.to(device) for k, v in data.collate(items[start : start + batch]).items()}
+            pred = model.mlm_logits(model(b["input_ids"], b["attention_mask"])).argmax(-1)
+            selected = b["labels"] != IGNORE
+            correct += int((pred[selected] == b["labels"][selected]).sum())
+            total += int(selected.sum())
     return {"mlm_acc": correct / max(total, 1)}

@@ -22,7 +22,7 @@ and RNG state), ``sampler`` (batch order), ``schedules`` (LR), ``distributed`` (
 
 from vlrepro.train.checkpoint import load_checkpoint, save_checkpoint
 from vlrepro.train.config import TrainConfig
-from vlrepro.train.loop import TrainResult, fit, groups_by_prefix, move_to
+from vlrepro.train.loop import TrainResult, evaluating, fit, groups_by_prefix, move_to
 from vlrepro.train.rng import seed_everything
 from vlrepro.train.sampler import StepBatchSampler
 from vlrepro.train.schedules import lr_factor, make_scheduler
@@ -30,6 +30,7 @@ from vlrepro.train.schedules import lr_factor, make_scheduler
 __all__ = [
     "TrainConfig",
     "TrainResult",
+    "evaluating",
     "fit",
     "groups_by_prefix",
     "load_checkpoint",

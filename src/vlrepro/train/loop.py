@@ -26,7 +26,8 @@ import os
 import pickle
 import sys
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -245,6 +246,20 @@ def _fit(
     return TrainResult(model=model, history=history, metrics=metrics, start_step=start)
 
 
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode inside the block; the model's previous mode comes back even on an error.
+
+    Autograd stays on: some evaluations need gradients (GradCAM); the others add ``torch.no_grad()``.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def move_to(batch: Any, device: torch.device) -> Any:
     """Move the tensors of a (nested) batch to ``device``: tensors, mappings, (named) tuples, lists,
     dataclasses and objects with a ``.to(device)`` method; anything else is returned as is."""
@@ -300,12 +315,8 @@ def _reduce_terms(terms: Mapping[str, Tensor | float], env: DistEnv, device: tor
 
 
 def _evaluate(evaluate: EvalFn, model: nn.Module, device: torch.device) -> dict[str, float]:
-    model.eval()
-    try:
-        with preserved_rng_state(device):
-            return {k: float(v) for k, v in evaluate(model).items()}
-    finally:
-        model.train()
+    with evaluating(model), preserved_rng_state(device):
+        return {k: float(v) for k, v in evaluate(model).items()}
 
 
 def _checkpoint_state(

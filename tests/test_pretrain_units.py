@@ -1,0 +1,324 @@
+"""Hand-checked units of the pre-training stage: REC cell targets and loss, flip augmentation, zero-shot, HF BERT."""
+
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from vlrepro.data.records import Record, Split
+from vlrepro.models.backbones import images_to_tensor
+from vlrepro.models.rec import RECOutput
+from vlrepro.models.text import TextConfig, TextEncoder, load_hf_text_encoder, text_config_from_bert, train_wordpiece
+from vlrepro.pretrain import contrastive
+from vlrepro.pretrain.attributes import IGNORE, AttributeImages, AttributeSpace
+from vlrepro.pretrain.data import SceneImages
+from vlrepro.pretrain.downstream import positive_cells, rec_loss
+
+# --- positive_cells ------------------------------------------------------------------------------------
+# A 4x4 grid has cell centres at 0.125, 0.375, 0.625, 0.875 on each axis; cell index = row * 4 + col.
+
+
+def cells_of(mask: torch.Tensor) -> set[int]:
+    return set(torch.nonzero(mask).flatten().tolist())
+
+
+def test_positive_cells_block_of_centres():
+    # xyxy (0.3, 0.1, 0.7, 0.7): x centres 0.375, 0.625 (cols 1, 2), y centres 0.125, 0.375, 0.625 (rows 0-2)
+    box = torch.tensor([[0.5, 0.4, 0.4, 0.6]])
+    pos = positive_cells(box, (4, 4))
+    assert pos.shape == (1, 16) and pos.dtype == torch.bool
+    assert cells_of(pos[0]) == {r * 4 + c for r in (0, 1, 2) for c in (1, 2)}
+
+
+def test_positive_cells_box_smaller_than_a_cell_marks_its_centre_cell():
+    boxes = torch.tensor(
+        [
+            [0.95, 0.20, 0.04, 0.04],  # no cell centre inside; centre in column 3, row 0
+            [0.30, 0.80, 0.04, 0.04],  # column 1, row 3
+            [1.00, 1.00, 0.02, 0.02],  # centre on the far edge: clamped into the last cell
+        ]
+    )
+    pos = positive_cells(boxes, (4, 4))
+    assert [cells_of(p) for p in pos] == [{3}, {13}, {15}]
+
+
+def test_positive_cells_non_square_grid():
+    # 2 rows x 4 columns; xyxy (0, 0, 0.5, 1) holds the centres of columns 0 and 1 in both rows
+    pos = positive_cells(torch.tensor([[0.25, 0.5, 0.5, 1.0]]), (2, 4))
+    assert cells_of(pos[0]) == {0, 1, 4, 5}
+
+
+# --- rec_loss ------------------------------------------------------------------------------------------
+# 2x2 grid, centres (0.25, 0.25) (0.75, 0.25) (0.25, 0.75) (0.75, 0.75).
+# Expression 0: the top half, cxcywh (0.5, 0.25, 1, 0.5) -> positive cells {0, 1}.
+# Expression 1: a tiny box at (0.1, 0.9) -> only the cell holding its centre, {2}.
+TARGETS = torch.tensor([[0.5, 0.25, 1.0, 0.5], [0.1, 0.9, 0.05, 0.05]])
+POSITIVES = [[0, 1], [2]]
+
+
+class FixedREC(nn.Module):
+    """Returns the given scores and cell boxes whatever the input, as a RECModel would."""
+
+    def __init__(self, scores: torch.Tensor, cell_boxes: torch.Tensor):
+        super().__init__()
+        self.scores, self.cell_boxes = scores, cell_boxes
+
+    def forward(self, images, input_ids, attention_mask) -> RECOutput:
+        return RECOutput(self.cell_boxes[:, 0], self.scores, self.cell_boxes, (2, 2))
+
+
+def rec_batch() -> dict[str, torch.Tensor]:
+    return {
+        "images": torch.zeros(2, 3, 8, 8),
+        "input_ids": torch.ones(2, 3, dtype=torch.long),
+        "attention_mask": torch.ones(2, 3, dtype=torch.long),
+        "boxes": TARGETS.clone(),
+    }
+
+
+def garbage_boxes() -> torch.Tensor:
+    """Cell boxes far from every target, so that any non-positive cell that leaks in shows in l1 / giou."""
+    return torch.tensor([0.9, 0.1, 0.1, 0.1]).repeat(2, 4, 1)
+
+
+def test_rec_loss_uniform_scores_and_exact_boxes():
+    boxes = garbage_boxes()
+    for b, cells in enumerate(POSITIVES):
+        boxes[b, cells] = TARGETS[b]
+    out = rec_loss(FixedREC(torch.zeros(2, 4), boxes), rec_batch())
+    # -log(n_pos / n_cells): log(4 / 2) and log(4 / 1), averaged over the two expressions
+    assert out["cell"].item() == pytest.approx((math.log(2) + math.log(4)) / 2)
+    assert out["l1"].item() == pytest.approx(0.0, abs=1e-6)
+    # torchvision's eps=1e-7 in the IoU denominator: ~1e-7 / 0.0025 for the tiny box, halved by the mean
+    assert out["giou"].item() == pytest.approx(0.0, abs=1e-4)
+    assert out["loss"].item() == pytest.approx(out["cell"].item() + out["l1"].item() + out["giou"].item())
+
+
+def test_rec_loss_hand_computed_terms():
+    scores = torch.tensor([[1.0, 2.0, 0.0, -1.0], [0.5, 0.0, 3.0, 1.0]])
+    boxes = garbage_boxes()
+    boxes[0, 0] = torch.tensor([0.6, 0.25, 1.0, 0.5])  # target moved right by 0.1
+    boxes[0, 1] = TARGETS[0]  # exact
+    boxes[1, 2] = torch.tensor([0.1, 0.9, 0.1, 0.1])  # same centre, twice the side: contains the target
+    out = rec_loss(FixedREC(scores, boxes), rec_batch())
+
+    def neg_log_mass(row: list[float], pos: list[int]) -> float:
+        return -math.log(sum(math.exp(row[i]) for i in pos) / sum(math.exp(v) for v in row))
+
+    cell = (neg_log_mass(scores[0].tolist(), POSITIVES[0]) + neg_log_mass(scores[1].tolist(), POSITIVES[1])) / 2
+    # L1: expression 0 has two positives weighted 1/2 each: (0.1 + 0) / 2; expression 1: 0.05 + 0.05
+    l1 = ((0.1 + 0.0) / 2 + 0.1) / 2
+    # GIoU loss: the moved box overlaps 0.9 x 0.5 of a union 0.55 that equals its enclosing box -> 1 - 9/11;
+    # a box inside another has GIoU = IoU = area ratio 0.0025 / 0.01 -> 1 - 1/4
+    giou = ((2 / 11 + 0.0) / 2 + 0.75) / 2
+    assert out["cell"].item() == pytest.approx(cell, rel=1e-5)
+    assert out["l1"].item() == pytest.approx(l1, rel=1e-5)
+    assert out["giou"].item() == pytest.approx(giou, rel=1e-5)
+    assert out["loss"].item() == pytest.approx(cell + l1 + giou, rel=1e-5)
+
+
+# --- AttributeImages flip ------------------------------------------------------------------------------
+
+META = {
+    "categories": [{"name": "circle", "novel": False}, {"name": "star", "novel": False}],
+    "colours": ["red", "blue"],
+    "patterns": ["plain"],
+    "sizes": ["small", "large"],
+}
+SIDE = 16
+
+
+def obj(category, colour, size, mask_id, box):
+    return {"category": category, "colour": colour, "pattern": "plain", "size": size, "mask_id": mask_id, "box": box}
+
+
+def asymmetric_scene(mirror: bool) -> SceneImages:
+    """16x16 (4x4 cells of stride 4): a circle filling x 0-8, y 0-4; a star over x 10-12, y 8-16 (half of the
+    cells it touches: labelled); with ``mirror``, the same scene built left-right mirrored by hand."""
+    inst = np.zeros((1, SIDE, SIDE), np.uint8)
+    inst[0, 0:4, 0:8] = 1
+    inst[0, 8:16, 10:12] = 2
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (1, SIDE, SIDE, 3), dtype=np.uint8)
+    boxes = [[0, 0, 8, 4], [10, 8, 12, 16]]
+    if mirror:
+        inst, image = inst[:, :, ::-1].copy(), image[:, :, ::-1].copy()
+        boxes = [[SIDE - x1, y0, SIDE - x0, y1] for x0, y0, x1, y1 in boxes]
+    objs = [obj("circle", "red", "small", 0, boxes[0]), obj("star", "blue", "large", 1, boxes[1])]
+    return SceneImages(image, inst, [objs], META)
+
+
+def item(data: AttributeImages, monkeypatch, draw: float):
+    monkeypatch.setattr(np.random, "random", lambda: draw)
+    return data[0]
+
+
+def test_flip_mirrors_image_dense_targets_and_box_centres(monkeypatch):
+    space = AttributeSpace.from_meta(META)
+    data = AttributeImages(asymmetric_scene(mirror=False), space, stride=4, augment=True)
+    reference = AttributeImages(asymmetric_scene(mirror=True), space, stride=4, augment=False)
+
+    image, dense, boxes, presence = item(data, monkeypatch, 0.9)  # >= 0.5: no flip
+    assert torch.equal(dense, data.dense[0]) and torch.equal(boxes, data.boxes[0])
+    # the circle owns row 0, columns 0-1; its box cx = 4 / 16
+    assert dense[:, 0, :2].tolist() == [[1, 1]] * 4
+    assert boxes[:, 0, 0].tolist() == pytest.approx([0.25, 0.125, 0.5, 0.25])
+    assert dense[0, 2:, 2].tolist() == [2, 2]  # the star: rows 2-3 of column 2
+
+    image_f, dense_f, boxes_f, presence_f = item(data, monkeypatch, 0.1)  # < 0.5: flipped
+    assert torch.equal(image_f, images_to_tensor(reference.images[0]))
+    assert torch.equal(dense_f, reference.dense[0])
+    assert boxes_f == pytest.approx(reference.boxes[0])
+    assert torch.equal(presence_f, presence)
+    # by hand: the circle now owns columns 2-3 with cx = 1 - 0.25; the star column 1 with cx = 1 - 0.6875
+    assert dense_f[:, 0, 2:].tolist() == [[1, 1]] * 4 and dense_f[:, 0, :2].tolist() == [[0, 0]] * 4
+    assert boxes_f[:, 0, 3].tolist() == pytest.approx([0.75, 0.125, 0.5, 0.25])
+    assert dense_f[0, 2:, 1].tolist() == [2, 2]
+    assert boxes_f[0, 2:, 1].tolist() == pytest.approx([1 - 11 / 16] * 2)
+    # background cells keep their all-zero box (the mirrored centre applies on objects only)
+    assert boxes_f[:, 3, 0].tolist() == [0, 0, 0, 0]
+    # the flip returns a copy: the stored targets are untouched
+    assert torch.equal(data.dense[0], dense) and torch.equal(data.boxes[0], boxes)
+
+
+def test_flip_keeps_ignored_cells_ignored(monkeypatch):
+    # a star over x 11-14 covers 1 of column 2's 4 px (< 0.4 object, < 0.9 background: IGNORE on every group)
+    # and 2 of column 3's (labelled)
+    scene = asymmetric_scene(mirror=False)
+    scene.instances[0, 8:16, 10:12] = 0
+    scene.instances[0, 8:16, 11:14] = 2
+    data = AttributeImages(scene, AttributeSpace.from_meta(META), stride=4, augment=True)
+    _, dense, _, _ = item(data, monkeypatch, 0.9)
+    _, dense_f, _, _ = item(data, monkeypatch, 0.1)
+    assert (dense[:, 2:, 2] == IGNORE).all() and (dense[:, 2:, 3] == torch.tensor([2, 2, 1, 2])[:, None]).all()
+    assert torch.equal(dense_f, dense.flip(-1))
+    assert (dense_f[:, 2:, 1] == IGNORE).all() and (dense_f[:, 2:, 0] == torch.tensor([2, 2, 1, 2])[:, None]).all()
+
+
+# --- evaluate_zero_shot --------------------------------------------------------------------------------
+# A stub dual encoder: an image's embedding is the one-hot of its pixel value at (0, 0, red); a prompt
+# "a {name}." embeds as the one-hot of the name's index in NAMES. So every image "looks like" one name.
+
+NAMES = {"alpha": 0, "beta": 1, "gamma": 2}
+
+
+class StubDualEncoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.image_proj = nn.Linear(1, 1)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        index = (images[:, 0, 0, 0] * 255).round().long()
+        return nn.functional.one_hot(index, len(NAMES)).float()
+
+    def encode_prompts(self, prompts) -> torch.Tensor:
+        assert all(p.startswith("a ") and p.endswith(".") for p in prompts)
+        return nn.functional.one_hot(torch.tensor([NAMES[p[2:-1]] for p in prompts]), len(NAMES)).float()
+
+
+def images_looking_like(indices: list[int]) -> np.ndarray:
+    out = np.zeros((len(indices), 4, 4, 3), np.uint8)
+    out[:, 0, 0, 0] = indices
+    return out
+
+
+def record(image: int, labels=()) -> Record:
+    boxes = ((0.0, 0.0, 4.0, 4.0),) * len(labels)  # one box per label, as a Record requires
+    return Record(image_id=str(image), image=image, width=4, height=4, boxes=boxes, labels=tuple(labels))
+
+
+def test_zero_shot_hand_made_answers():
+    # cub: images look like species [2, 0, 1, 1]; the records visit them out of order, labels[0] the species
+    cub = Split(
+        [record(1, (0, 2)), record(0, (2, 0)), record(3, (1, 1)), record(2, (0, 1))],
+        images=images_looking_like([2, 0, 1, 1]),
+        meta={"species": [{"name": n} for n in NAMES]},
+    )
+    # det: image k looks like category [2, 0, 1, 0][k]; image 2 has no record; image 0 has two records
+    det = Split(
+        [record(3), record(0), record(1), record(0)],
+        images=images_looking_like([2, 0, 1, 0]),
+        meta={
+            "categories": [{"name": n} for n in NAMES],
+            "scenes": [
+                [{"category_id": 0}, {"category_id": 2}],  # best 2: present
+                [{"category_id": 1}],  # best 0: absent
+                [{"category_id": 1}],  # (no record: not evaluated, though it would be a hit)
+                [{"category_id": 0}],  # best 0: present
+            ],
+        },
+    )
+    model = StubDualEncoder()
+    result = contrastive.evaluate_zero_shot(model, cub, det)
+    # predictions for the records' images 1, 0, 3, 2: species 0, 2, 1, 1 vs labels[0] 0, 2, 1, 0
+    assert result["cub_acc"] == pytest.approx(3 / 4)
+    # evaluated images 0, 1, 3 (each once): present, absent, present
+    assert result["det_top1"] == pytest.approx(2 / 3)
+    assert model.training  # the mode comes back after the evaluation
+
+
+# --- load_hf_text_encoder ------------------------------------------------------------------------------
+
+TEXTS = ["a red circle on the left", "the blue star near the square", "two small green triangles", "a plain dot"]
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_dir(tmp_path_factory):
+    from transformers import BertConfig, BertModel
+
+    tokenizer = train_wordpiece(TEXTS * 4, vocab_size=80)
+    cfg = BertConfig(
+        vocab_size=tokenizer.get_vocab_size(), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=32,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = BertModel(cfg).eval()
+    path = tmp_path_factory.mktemp("tiny_bert")
+    model.save_pretrained(path)
+    tokenizer.save(str(path / "tokenizer.json"))
+    return path, model
+
+
+def test_load_hf_text_encoder_reproduces_the_saved_bert(tiny_bert_dir):
+    path, saved = tiny_bert_dir
+    enc = load_hf_text_encoder(path, max_len=16, pooling="mean").eval()
+    assert enc.config.hidden_size == 16 and enc.config.num_layers == 2 and enc.config.max_len == 16
+    assert enc.config.pooling == "mean" and enc.mlm_head is None
+    batch = enc.tokenize(TEXTS[:2])
+    # the tokenizer came along: [CLS] ... [SEP] (ids 2, 3), padded with [PAD] = 0
+    assert batch["input_ids"][:, 0].tolist() == [2, 2] and 3 in batch["input_ids"][0].tolist()
+    with torch.no_grad():
+        expected = saved(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        got = enc(batch["input_ids"], batch["attention_mask"])
+    assert torch.allclose(got, expected, atol=1e-5)
+    # a freshly initialised encoder of the same config does not match: the equality comes from the loaded weights
+    torch.manual_seed(1)
+    with torch.no_grad():
+        fresh = TextEncoder(enc.config).eval()(batch["input_ids"], batch["attention_mask"])
+    assert not torch.allclose(fresh, expected, atol=1e-3)
+
+
+def test_load_hf_text_encoder_missing_folder_names_it(tmp_path):
+    missing = tmp_path / "no_such_bert"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+        load_hf_text_encoder(missing)
+
+
+def test_load_hf_text_encoder_without_tokenizer_is_an_error(tiny_bert_dir, tmp_path):
+    path, _ = tiny_bert_dir
+    (tmp_path / "config.json").write_text((path / "config.json").read_text())
+    with pytest.raises(FileNotFoundError, match="tokenizer.json"):
+        load_hf_text_encoder(tmp_path)
+
+
+def test_text_config_from_bert_round_trip_and_relu_refused():
+    cfg = TextConfig(vocab_size=77, hidden_size=24, num_layers=3, num_heads=3, intermediate_size=48, max_position=20)
+    back = text_config_from_bert(cfg.bert_config(), max_len=cfg.max_len)
+    assert back == cfg
+    relu = cfg.bert_config()
+    relu.hidden_act = "relu"
+    with pytest.raises(ValueError, match="gelu"):
+        text_config_from_bert(relu)

@@ -32,6 +32,20 @@ def test_wordpiece_is_bert_style(tokenizer, tmp_path):
     assert load_tokenizer(path).encode("a big ring").ids == tokenizer.encode("a big ring").ids
 
 
+def test_wordpiece_vocabulary_is_reproducible_and_frequency_ordered():
+    texts = ["b c c", "a a b c", "zz"]  # counts: c 3, a 2, b 2, zz 1
+    vocab = train_wordpiece(texts, vocab_size=30).get_vocab()
+    assert train_wordpiece(list(reversed(texts)), vocab_size=30).get_vocab() == vocab  # order of texts is irrelevant
+    chars = ["a", "b", "c", "z"]
+    expected = [*SPECIAL_TOKENS, *chars, *(f"##{c}" for c in chars), "zz"]  # single characters are in already
+    assert sorted(vocab, key=vocab.get) == expected
+    # A word cut from the vocabulary still tokenises, as pieces:
+    small = train_wordpiece(texts, vocab_size=len(expected) - 1)
+    assert small.encode("zz").tokens == ["[CLS]", "z", "##z", "[SEP]"]
+    with pytest.raises(ValueError, match="vocab_size = 5 is below the 13 tokens"):
+        train_wordpiece(texts, vocab_size=5)
+
+
 def test_encode_pads_and_truncates_keeping_sep(tokenizer):
     batch = encode(tokenizer, ["the red circle on the left", "a ring"], max_len=5)
     ids, mask = batch["input_ids"], batch["attention_mask"]

@@ -116,6 +116,7 @@ class ImageOnlyRanker(nn.Module):
 def train_image_only(train: Split, params: BaselineParams, seed: int, out_dir: Path) -> ImageOnlyRanker:
     from vlrepro.train import TrainConfig, fit
 
+    torch.manual_seed(seed)  # the initial weights too: a fresh process's default torch seed is random
     model = ImageOnlyRanker(params.image_only_model)
     cfg = TrainConfig(
         steps=params.image_only_steps, batch_size=params.image_only_batch_size, lr=params.image_only_lr,

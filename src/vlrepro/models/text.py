@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -59,20 +60,34 @@ class TextConfig:
 
 
 def train_wordpiece(texts: Iterable[str], vocab_size: int = 512) -> Tokenizer:
-    """A BERT-style WordPiece tokenizer fitted on ``texts``; special tokens get ids 0..4 in SPECIAL_TOKENS order."""
-    from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+    """A BERT-style WordPiece tokenizer fitted on ``texts``; special tokens get ids 0..4 in SPECIAL_TOKENS order.
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False)
-    tok.train_from_iterator(list(texts), trainer=trainer)
-    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    The vocabulary is: the special tokens, every character of the texts and its ``##`` continuation (so any
+    word still tokenises), then whole words by frequency, ties alphabetical, up to ``vocab_size``. It is
+    built here rather than with ``tokenizers``' WordPieceTrainer, which breaks ties in hash order and so
+    gives a different vocabulary, and different downstream numbers, from run to run.
+    """
+    from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
+
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    counts = Counter(
+        word for text in texts for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
+    )
+    chars = sorted({c for word in counts for c in word})
+    vocab = [*SPECIAL_TOKENS, *chars, *(f"##{c}" for c in chars)]
+    if vocab_size < len(vocab):
+        raise ValueError(
+            f"vocab_size = {vocab_size} is below the {len(vocab)} tokens that special tokens and the texts' "
+            f"{len(chars)} characters need; raise vocab_size"
+        )
+    words = sorted((w for w in counts if len(w) > 1), key=lambda w: (-counts[w], w))
+    vocab += words[: vocab_size - len(vocab)]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre_tokenizer, decoders.WordPiece()
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+        special_tokens=[("[CLS]", vocab.index("[CLS]")), ("[SEP]", vocab.index("[SEP]"))],
     )
     return tok
 

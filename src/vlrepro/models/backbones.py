@@ -106,6 +106,10 @@ class ViTBackbone(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         return self.body.forward_features(self.normalise(images))
 
+    def pool(self, tokens: Tensor) -> Tensor:
+        """``(B, D)``: the [CLS] token, or the mean of all tokens for a ViT without prefix tokens."""
+        return tokens[:, 0] if self.num_prefix_tokens else tokens.mean(1)
+
     def patch_grid(self, tokens: Tensor) -> Tensor:
         """``(B, prefix + h*w, D)`` tokens -> ``(B, D, h, w)`` map of the patch tokens."""
         patches = tokens[:, self.num_prefix_tokens :]

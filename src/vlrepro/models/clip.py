@@ -42,10 +42,7 @@ class DualEncoder(nn.Module):
 
     def image_features(self, images: Tensor) -> Tensor:
         """The pooled, unprojected image feature ``(B, D)``."""
-        tokens = self.visual(images)
-        if self.visual.num_prefix_tokens:
-            return tokens[:, 0]
-        return tokens.mean(1)
+        return self.visual.pool(self.visual(images))
 
     def encode_image(self, images: Tensor) -> Tensor:
         return F.normalize(self.image_proj(self.image_features(images)), dim=-1)

@@ -25,7 +25,7 @@ from tokenizers import Tokenizer
 from torch import Tensor, nn
 
 from vlrepro.models.backbones import CNNBackbone, CNNConfig
-from vlrepro.models.text import TextConfig, TextEncoder
+from vlrepro.models.text import TextConfig, TextEncoder, masked_mean
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,16 @@ def decode_cell_boxes(raw: Tensor, grid: tuple[int, int], max_offset: float) -> 
     return torch.cat([centres.clamp(0, 1), torch.sigmoid(raw[..., 2:])], dim=-1)
 
 
+def resize_to_grid(maps: list[Tensor], grid: tuple[int, int]) -> Tensor:
+    """Feature maps of several strides, each pooled (finer maps) or upsampled (coarser) to ``grid``, concatenated
+    along channels."""
+    resized = [
+        F.adaptive_avg_pool2d(m, grid) if m.shape[-2] >= grid[0] else F.interpolate(m, grid, mode="bilinear")
+        for m in maps
+    ]
+    return torch.cat(resized, dim=1)
+
+
 class GridFeatures(nn.Module):
     """Feature maps of several strides -> ``(B, h*w, dim)`` cells on the grid of stride ``stride``."""
 
@@ -77,11 +87,7 @@ class GridFeatures(nn.Module):
 
     def forward(self, maps: list[Tensor], image_size: tuple[int, int]) -> tuple[Tensor, tuple[int, int]]:
         h, w = max(1, image_size[0] // self.stride), max(1, image_size[1] // self.stride)
-        resized = [
-            F.adaptive_avg_pool2d(m, (h, w)) if m.shape[-2] >= h else F.interpolate(m, (h, w), mode="bilinear")
-            for m in maps
-        ]
-        x = self.proj(torch.cat(resized, dim=1)).flatten(2).transpose(1, 2)
+        x = self.proj(resize_to_grid(maps, (h, w))).flatten(2).transpose(1, 2)
         return x + self.pos(cell_centres(h, w, x.device)), (h, w)
 
 
@@ -143,8 +149,7 @@ class RECModel(nn.Module):
         states = self.text.hidden_states(input_ids, attention_mask)
         words = self.text_proj(states[0] + states[-1])
         padding = attention_mask == 0
-        m = attention_mask.unsqueeze(-1).to(words.dtype)
-        sentence = (words * m).sum(1) / m.sum(1).clamp(min=1.0)
+        sentence = masked_mean(words, attention_mask)
         for layer in self.fusion:
             cells = layer(cells, words, padding)
         scores, cell_boxes = self.head(cells, sentence, grid)
@@ -156,6 +161,4 @@ class RECModel(nn.Module):
         if cnn is not None:
             self.cnn.load_state_dict(cnn.state_dict())
         if text is not None:
-            state = {k: v for k, v in text.state_dict().items() if not k.startswith("mlm_head.")}
-            self.text.load_state_dict(state)
-            self.text.tokenizer = text.tokenizer
+            self.text.load_encoder(text)

@@ -130,6 +130,12 @@ def encode_rows(tokenizer: Tokenizer, texts: Sequence[str], max_len: int) -> lis
     return [row[:n] for row, n in zip(batch["input_ids"], lengths, strict=True)]
 
 
+def masked_mean(hidden: Tensor, attention_mask: Tensor) -> Tensor:
+    """``(B, L, H)`` -> ``(B, H)``: the mean over the real (unpadded) tokens."""
+    m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
 # --- encoder -------------------------------------------------------------------------------------------
 
 
@@ -160,10 +166,12 @@ class TextEncoder(nn.Module):
 
     def pool(self, hidden: Tensor, attention_mask: Tensor) -> Tensor:
         """One vector per text: the [CLS] feature, or the mean over real tokens (MiniLM's sentence pooling)."""
-        if self.config.pooling == "cls":
-            return hidden[:, 0]
-        m = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return hidden[:, 0] if self.config.pooling == "cls" else masked_mean(hidden, attention_mask)
+
+    def load_encoder(self, other: TextEncoder) -> None:
+        """Take ``other``'s BERT weights and tokenizer (same architecture); its MLM head, if any, is not needed."""
+        self.bert.load_state_dict(other.bert.state_dict())
+        self.tokenizer = other.tokenizer
 
     def mlm_logits(self, hidden: Tensor) -> Tensor:
         if self.mlm_head is None:

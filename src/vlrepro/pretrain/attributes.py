@@ -29,7 +29,7 @@ from torchvision.ops import generalized_box_iou_loss
 
 from vlrepro.metrics.boxes import acc_at_iou, cxcywh_to_xyxy
 from vlrepro.models.backbones import CNNBackbone, ViTBackbone, images_to_tensor
-from vlrepro.models.rec import decode_cell_boxes
+from vlrepro.models.rec import decode_cell_boxes, resize_to_grid
 from vlrepro.pretrain.data import SceneImages
 from vlrepro.train import evaluating
 
@@ -153,11 +153,7 @@ class DenseAttributeHead(nn.Module):
 
     def forward(self, maps: list[Tensor], grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
         """``(logits (B, sum(classes), h, w), boxes (B, 4, h, w) normalised cxcywh)``."""
-        resized = [
-            F.adaptive_avg_pool2d(m, grid) if m.shape[-2] >= grid[0] else F.interpolate(m, grid, mode="bilinear")
-            for m in maps
-        ]
-        out = self.net(torch.cat(resized, dim=1))
+        out = self.net(resize_to_grid(maps, grid))
         logits, raw = out[:, : sum(self.classes)], out[:, sum(self.classes) :]
         boxes = decode_cell_boxes(raw.flatten(2).transpose(1, 2), grid, self.max_offset)
         return logits, boxes.transpose(1, 2).reshape(raw.shape)
@@ -181,7 +177,7 @@ class AttributeModel(nn.Module):
         if isinstance(self.backbone, ViTBackbone):
             tokens = self.backbone(images)
             maps = [self.backbone.patch_grid(tokens)]
-            pooled = tokens[:, 0] if self.backbone.num_prefix_tokens else tokens.mean(1)
+            pooled = self.backbone.pool(tokens)
         else:
             maps = self.backbone(images)
             pooled = maps[-1].mean((2, 3))

@@ -176,7 +176,7 @@ def pretrain_clip(
     before = evaluate(model)
     if p.init_towers:
         model.visual.load_state_dict(vit.state_dict())
-        model.text.load_state_dict({k: v for k, v in text.state_dict().items() if not k.startswith("mlm_head.")})
+        model.text.load_encoder(text)
     history = _fit(model, train, contrastive.clip_loss, p, seed, collate_fn=train.collate)
     metrics = _paired(before, evaluate(model))
     _save(model, out_dir, "clip", metrics, history)

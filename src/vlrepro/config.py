@@ -40,6 +40,7 @@ def _stage_sections() -> dict[str, type[Section]]:
     from vlrepro.data.real.config import RealDataConfig
     from vlrepro.data.world.config import WorldConfig
     from vlrepro.pretrain.config import PretrainParams
+    from vlrepro.smcim.config import SMCIMParams
 
     class DataParams(Section):
         world: WorldConfig = WorldConfig()
@@ -50,7 +51,7 @@ def _stage_sections() -> dict[str, type[Section]]:
         title: str = "vlrepro — reproducibility report"
         alpha: float = Field(0.05, gt=0, lt=1, description="significance level of claim tests")
 
-    return {"data": DataParams, "pretrain": PretrainParams, "report": ReportParams}
+    return {"data": DataParams, "pretrain": PretrainParams, "smcim": SMCIMParams, "report": ReportParams}
 
 
 def _params_model() -> type[BaseModel]:

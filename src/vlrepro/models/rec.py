@@ -5,7 +5,8 @@ and as the seed of SMCIM, whose parts it already has in their simplest form:
 
 - ``GridFeatures``: the last ``levels`` CNN stages resized to one grid (input / ``grid_stride``) and
   concatenated, projected to ``dim``, plus an embedding of each cell's position (SMCIM's F_v^0);
-- ``CrossAttentionLayer``: ``x = LN(x + MHCA(x, ctx)); x = LN(x + FFN(x))`` — one half of SMCIM's CA2M;
+- ``CrossAttentionLayer`` (``vlrepro.models.blocks``): ``x = LN(x + MHCA(x, ctx)); x = LN(x + FFN(x))``, one half of
+  SMCIM's CA2M;
 - ``CellBoxHead``: every cell scores its match with the sentence and proposes a box near its centre; the
   answer is the best cell's box. Trained as a one-stage detector (``vlrepro.pretrain.downstream.rec_loss``:
   cross-entropy on the cell holding the target's centre, L1 + GIoU on that cell's box), it learns in
@@ -25,6 +26,7 @@ from tokenizers import Tokenizer
 from torch import Tensor, nn
 
 from vlrepro.models.backbones import CNNBackbone, CNNConfig
+from vlrepro.models.blocks import CrossAttentionLayer
 from vlrepro.models.text import TextConfig, TextEncoder, masked_mean
 
 
@@ -89,21 +91,6 @@ class GridFeatures(nn.Module):
         h, w = max(1, image_size[0] // self.stride), max(1, image_size[1] // self.stride)
         x = self.proj(resize_to_grid(maps, (h, w))).flatten(2).transpose(1, 2)
         return x + self.pos(cell_centres(h, w, x.device)), (h, w)
-
-
-class CrossAttentionLayer(nn.Module):
-    """``x = LN(x + MHCA(x, ctx)); x = LN(x + FFN(x))`` (post-norm, as SMCIM writes CA2M)."""
-
-    def __init__(self, dim: int, num_heads: int, ffn_ratio: int = 2):
-        super().__init__()
-        self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
-        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, dim * ffn_ratio), nn.GELU(), nn.Linear(dim * ffn_ratio, dim))
-
-    def forward(self, x: Tensor, ctx: Tensor, ctx_padding: Tensor | None = None) -> Tensor:
-        """``ctx_padding``: (B, L) True where ``ctx`` is padding (ignored by the attention)."""
-        x = self.norm1(x + self.attn(x, ctx, ctx, key_padding_mask=ctx_padding, need_weights=False)[0])
-        return self.norm2(x + self.ffn(x))
 
 
 class CellBoxHead(nn.Module):

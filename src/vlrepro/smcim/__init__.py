@@ -1,0 +1,10 @@
+"""SMCIM reproduction (Miao et al., "Self-paced Multi-grained Cross-modal Interaction Modeling for REC").
+
+- ``config``: the ``smcim`` params section and its ablation variants;
+- ``augment``: flip (left/right swapped in the text), affine, colour jitter, blur;
+- ``features``: the frozen encoders' outputs, computed once (stage ``smcim_features``);
+- ``run``: one variant × seed, trained and evaluated on those features (stage ``smcim@<variant>-<seed>``);
+- ``efficiency``: parameters, FLOPs and batch-1 latency of SMCIM and the TransVG-style baseline.
+
+The models are in ``vlrepro.models.smcim``, the losses in ``vlrepro.losses.self_paced`` / ``.boxes``.
+"""

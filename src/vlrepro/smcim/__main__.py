@@ -1,0 +1,83 @@
+"""``python -m vlrepro.smcim features`` | ``python -m vlrepro.smcim run --variant full --seed 0``.
+
+The commands of the ``smcim_features`` and ``smcim@<variant>-<seed>`` DVC stages. A papermill kernel per
+matrix run would cost seconds each, so the runs are plain processes; the ``smcim_report`` notebook reads
+what they write:
+
+- ``reports/metrics/smcim/<variant>-<seed>.json``: Acc@0.5 per set and split (DVC metrics; the report's tables
+  and claims ledger read these);
+- ``reports/runs/smcim/<variant>-<seed>/run.json`` (val predictions, final σ) and ``history.json`` (training curve).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vlrepro.config import ConfigError, find_params_file, load_params
+from vlrepro.io import write_json, write_metrics
+
+FEATURES_DIR = Path("data") / "smcim_features"
+
+
+def claims(variants: list[str]) -> list[dict]:
+    """The card's claims this variant set can decide, each against the full model (see report.claims)."""
+    rows = []
+
+    def add(claim: str, variant: str, reference: str, metric: str = "refcoco.val.acc@0.5") -> None:
+        if variant in variants and reference in variants:
+            rows.append({"paper": "SMCIM", "claim": claim, "metric": metric, "variant": variant,
+                         "reference_variant": reference, "higher_is_better": True})  # fmt: skip
+
+    add("three feature levels beat one", "full", "levels_1")
+    add("three feature levels beat two", "full", "levels_2")
+    add("the deeper CA2M stacks beat one block per stage", "full", "shallow")
+    add("self-paced weighting beats plain L1 + GIoU", "full", "no_self_paced")
+    add("CA2M fusion beats a transformer encoder (TransVG-style)", "full", "transformer")
+    add("λ = 0.75 beats λ = 0.25", "full", "lambda_0.25")
+    add("σ0 = σ1 = 2.5 beats σ = 1", "full", "sigma_1")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    sub.add_parser("features", help="encode every train/eval split with the frozen encoders")
+    run = sub.add_parser("run", help="train and evaluate one variant with one seed")
+    run.add_argument("--variant", required=True)
+    run.add_argument("--seed", type=int, required=True)
+    args = ap.parse_args(argv)
+    try:
+        params_file = find_params_file()
+        P = load_params(params_file)
+        p = P.smcim
+        if args.command == "run":
+            p.variant(args.variant)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    root = params_file.parent
+    if args.command == "features":
+        from vlrepro.smcim.features import extract_all
+
+        data, pretrained = root / "data" / "world", root / "checkpoints" / "pretrain"
+        seconds = extract_all(p, data, pretrained, root / FEATURES_DIR, P.seed)
+        print(f"smcim features: {sum(seconds.values()):.1f} s")
+        return 0
+    from vlrepro.smcim.run import train_and_evaluate
+
+    name = f"{args.variant}-{args.seed}"
+    result = train_and_evaluate(p, args.variant, args.seed, root / FEATURES_DIR)
+    runs = root / "reports" / "runs" / "smcim" / name
+    write_json(runs / "run.json", {"examples": result.examples, "sigma": result.sigma})
+    write_json(runs / "history.json", result.history)
+    write_metrics(root / "reports" / "metrics" / "smcim" / f"{name}.json", "smcim", result.metrics,
+                  variant=args.variant, seed=args.seed, claims=claims(list(p.variants)))  # fmt: skip
+    val = result.metrics[p.variant(args.variant).eval_sets[0]]["val"]["acc@0.5"]
+    print(f"smcim {name}: val Acc@0.5 {val:.3f} in {result.seconds:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

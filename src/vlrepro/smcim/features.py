@@ -1,0 +1,180 @@
+"""Encoder outputs of every SMCIM sample, computed once and shared by all variants and seeds.
+
+SMCIM's encoders train at a tenth of the fusion's learning rate in the paper; here (default profile, CPU)
+they are frozen, so their outputs can be computed once: the ``smcim_features`` stage writes them and each
+``smcim@<variant>-<seed>`` run reads them, which is what makes a matrix of runs fit the CPU budget.
+Frozen encoders are the one deliberate departure from the paper's recipe; every run shares it.
+
+Per world set and split, ``<set>/<split>.safetensors`` holds:
+
+- ``level{i}`` (V, N, C_i, h_i, w_i) float16: the last three CNN stage maps of each image in each of V
+  views (train: the original + ``augment.views − 1`` augmented views; evaluation splits: the original);
+- ``states`` (U, blocks, L, D) float16 and ``mask`` (U, L): the text encoder's block outputs for each
+  distinct text (the flipped views' texts, with left/right swapped, included);
+- per expression: ``image`` (M,), ``text`` (M, V) rows of ``states``, ``boxes`` (V, M, 4) normalised
+  cxcywh in the view, ``target_px`` (M, 4) the original pixel xyxy box and ``size`` (M, 2) width/height;
+
+plus ``<set>/<split>.json`` with the expression texts (for the figures).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from vlrepro.data.records import load_split
+from vlrepro.io import atomic_path, write_json
+from vlrepro.metrics.boxes import xyxy_to_cxcywh
+from vlrepro.smcim.augment import apply_view, draw_view, swap_left_right, transform_boxes
+from vlrepro.smcim.config import EVAL_SPLITS, SMCIMParams
+
+LEVELS = 3  # CNN stages kept: the last three (SMCIM's multi-stage visual features)
+
+
+@dataclass
+class Features:
+    """One split's cached encoder outputs (see the module docstring for the fields)."""
+
+    levels: list[Tensor]
+    states: Tensor
+    mask: Tensor
+    image: Tensor
+    text: Tensor
+    boxes: Tensor
+    target_px: Tensor
+    size: Tensor
+    texts: list[str]
+
+    @property
+    def views(self) -> int:
+        return self.boxes.shape[0]
+
+    def __len__(self) -> int:
+        return len(self.image)
+
+
+def block_outputs(hidden_states: tuple[Tensor, ...], blocks: int) -> Tensor:
+    """BERT ``hidden_states`` (embeddings + n layers) -> (B, blocks, L, D): the output of each block of
+    ``≈ n / blocks`` layers (6 layers, 3 blocks: after layers 2, 4 and 6)."""
+    n = len(hidden_states) - 1
+    if not 1 <= blocks <= n:
+        raise ValueError(f"text_blocks = {blocks}: the text encoder has {n} layers")
+    ends = [round(n * (i + 1) / blocks) for i in range(blocks)]
+    return torch.stack([hidden_states[e] for e in ends], 1)
+
+
+@torch.no_grad()
+def encode_texts(text_encoder: torch.nn.Module, texts: list[str], blocks: int, max_len: int, batch: int = 256):
+    """Distinct ``texts`` -> (states (U, blocks, L, D) float16, mask (U, L)).
+
+    Encoded in batches of similar length (a long refcocog expression would otherwise pad a whole batch).
+    """
+    tok = text_encoder.tokenize(texts, max_len)
+    ids, mask = tok["input_ids"], tok["attention_mask"]
+    order = torch.argsort(mask.sum(1), stable=True)
+    states = None
+    for start in range(0, len(texts), batch):
+        rows = order[start : start + batch]
+        n = int(mask[rows].sum(1).max())
+        out = block_outputs(text_encoder.hidden_states(ids[rows, :n], mask[rows, :n]), blocks).half()
+        if states is None:
+            states = torch.zeros(len(texts), out.shape[1], ids.shape[1], out.shape[-1], dtype=torch.float16)
+        states[rows, :, :n] = out
+    return states, mask
+
+
+@torch.no_grad()
+def encode_images(cnn: torch.nn.Module, images: Tensor, batch: int = 256) -> list[Tensor]:
+    """Float images (N, 3, H, W) -> the last three stage maps, float16."""
+    maps = [cnn(images[i : i + batch])[-LEVELS:] for i in range(0, len(images), batch)]
+    return [torch.cat([m[k] for m in maps]).half() for k in range(LEVELS)]
+
+
+def extract_split(
+    split_dir: Path, cnn: torch.nn.Module, text_encoder: torch.nn.Module, p: SMCIMParams, views: int, seed: int
+) -> Features:
+    from vlrepro.models.backbones import images_to_tensor
+
+    split = load_split(split_dir)
+    records = split.records
+    size = int(split.images.shape[1])
+    images = images_to_tensor(np.asarray(split.images))
+    image = torch.tensor([int(r.image) for r in records])
+    target_px = torch.tensor([r.boxes[0] for r in records], dtype=torch.float32)
+    gen = torch.Generator().manual_seed(seed)
+    level_views, boxes, flips = [[] for _ in range(LEVELS)], [], []
+    for v in range(views):
+        if v == 0:
+            view_images, view_boxes, flip = images, target_px, torch.zeros(len(images), dtype=torch.bool)
+        else:
+            params = draw_view(len(images), size, p.augment, gen)
+            view_images, view_boxes = apply_view(images, params), transform_boxes(target_px, params, image, size)
+            flip = params.flip
+        for k, m in enumerate(encode_images(cnn, view_images)):
+            level_views[k].append(m)
+        boxes.append(xyxy_to_cxcywh(view_boxes / size))
+        flips.append(flip[image])
+    texts = [r.text for r in records]
+    flipped = torch.stack(flips).any(0).tolist()
+    variants = sorted(set(texts) | {swap_left_right(t) for t, f in zip(texts, flipped, strict=True) if f})
+    row = {t: i for i, t in enumerate(variants)}
+    text = torch.tensor([[row[swap_left_right(t) if f[m] else t] for f in flips] for m, t in enumerate(texts)])
+    states, mask = encode_texts(text_encoder, variants, p.text_blocks, p.max_len)
+    return Features(
+        levels=[torch.stack(lv) for lv in level_views], states=states, mask=mask, image=image, text=text,
+        boxes=torch.stack(boxes), target_px=target_px,
+        size=torch.tensor([[r.width, r.height] for r in records], dtype=torch.float32), texts=texts,
+    )  # fmt: skip
+
+
+def save_features(f: Features, path: Path) -> None:
+    tensors = {f"level{k}": m.contiguous() for k, m in enumerate(f.levels)}
+    fields = ("states", "mask", "image", "text", "boxes", "target_px", "size")
+    tensors |= {k: getattr(f, k).contiguous() for k in fields}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
+    write_json(path.with_suffix(".json"), {"texts": f.texts})
+
+
+def load_features(path: Path) -> Features:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no SMCIM features; run the smcim_features stage (dvc repro smcim_features)")
+    t = load_file(str(path))
+    texts = json.loads(path.with_suffix(".json").read_text())["texts"]
+    levels = [t.pop(f"level{k}") for k in range(LEVELS)]
+    return Features(levels=levels, texts=texts, **t)
+
+
+def load_text_encoder(p: SMCIMParams, pretrain_dir: Path) -> torch.nn.Module:
+    from vlrepro.models import load_pretrained
+    from vlrepro.models.text import load_minilm
+
+    return load_minilm(p.max_len) if p.text == "minilm" else load_pretrained(Path(pretrain_dir) / "text")
+
+
+def extract_all(p: SMCIMParams, data_dir: Path, pretrain_dir: Path, out_dir: Path, seed: int) -> dict[str, float]:
+    """Write the features of every split SMCIM trains or evaluates on; returns seconds per split."""
+    from vlrepro.models import load_pretrained
+
+    torch.manual_seed(seed)
+    cnn = load_pretrained(Path(pretrain_dir) / "cnn").eval()
+    text_encoder = load_text_encoder(p, pretrain_dir).eval()
+    jobs = [(s, "train") for s in p.train_sets] + [(s, sp) for s in p.eval_sets for sp in EVAL_SPLITS]
+    seconds = {}
+    for i, (name, split) in enumerate(tqdm(jobs, desc="smcim features")):
+        t0 = time.perf_counter()
+        views = p.augment.views if split == "train" else 1
+        f = extract_split(Path(data_dir) / name / split, cnn, text_encoder, p, views, seed + i)
+        save_features(f, Path(out_dir) / name / f"{split}.safetensors")
+        seconds[f"{name}/{split}"] = time.perf_counter() - t0
+    return seconds

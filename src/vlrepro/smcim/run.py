@@ -1,0 +1,174 @@
+"""One SMCIM run: a variant of the ``smcim`` params section, one seed, trained and evaluated on cached features.
+
+``train_and_evaluate(params, variant, seed, features_dir)`` returns the metrics and the val examples; the
+``smcim@<variant>-<seed>`` stage writes them (``python -m vlrepro.smcim run``). Optimiser groups follow the
+paper: the fusion and head at ``train.lr``, σ0/σ1 at ``self_paced.sigma_lr`` (no weight decay on σ); the
+encoders are frozen (see ``vlrepro.smcim.features``). The learning rate drops ×0.1 at ``train.lr_drops``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vlrepro.losses.boxes import giou_loss_per_sample, l1_per_sample
+from vlrepro.losses.self_paced import SelfPacedLoss
+from vlrepro.metrics.boxes import acc_at_iou, cxcywh_to_xyxy
+from vlrepro.models.smcim import SMCIMConfig, build
+from vlrepro.smcim.config import EVAL_SPLITS, SMCIMParams
+from vlrepro.smcim.features import Features, load_features
+from vlrepro.train import TrainConfig, evaluating, fit
+
+
+class CachedExpressions(torch.utils.data.Dataset):
+    """Training samples from one or more splits' features; each draw takes a random view of its image."""
+
+    def __init__(self, parts: list[Features]):
+        self.parts = parts
+        self.index = [(p, m) for p, f in enumerate(parts) for m in range(len(f))]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[int, int, int]:
+        part, m = self.index[i]
+        view = int(torch.randint(self.parts[part].views, ()))  # seeded per sample by the training loop
+        return part, m, view
+
+    def collate(self, items: list[tuple[int, int, int]]) -> dict[str, Any]:
+        return gather(self.parts, items)
+
+
+def gather(parts: list[Features], items: list[tuple[int, int, int]]) -> dict[str, Any]:
+    """``(part, expression, view)`` triples -> the model's inputs and the target boxes."""
+    maps: list[list[Tensor]] = [[] for _ in parts[0].levels]
+    words, masks, boxes = [], [], []
+    for part, m, view in items:
+        f = parts[part]
+        for k, level in enumerate(f.levels):
+            maps[k].append(level[view, f.image[m]])
+        row = f.text[m, view]
+        words.append(f.states[row])
+        masks.append(f.mask[row])
+        boxes.append(f.boxes[view, m])
+    length = max(int(m.sum()) for m in masks)
+    return {
+        "maps": [torch.stack(level).float() for level in maps],
+        "words": torch.stack([_to_length(w, length, 1) for w in words]).float(),
+        "attention_mask": torch.stack([_to_length(m, length, 0) for m in masks]),
+        "boxes": torch.stack(boxes),
+    }
+
+
+def _to_length(x: Tensor, length: int, dim: int) -> Tensor:
+    """Cut or zero-pad ``x`` along ``dim`` to ``length`` (each split pads its texts to its own longest one)."""
+    if x.shape[dim] >= length:
+        return x.narrow(dim, 0, length)
+    pad = [0, 0] * (x.dim() - 1 - dim) + [0, length - x.shape[dim]]
+    return F.pad(x, pad)
+
+
+def model_config(p: SMCIMParams, f: Features, image_size: int) -> SMCIMConfig:
+    side = max(1, image_size // p.model.grid_stride)
+    m = p.model
+    return SMCIMConfig(
+        visual_channels=tuple(level.shape[2] for level in f.levels), text_width=f.states.shape[-1], grid=(side, side),
+        levels=m.levels, fusion=m.fusion, dim=m.dim, stage1_depth=m.stage1_depth, stage2_depth=m.stage2_depth,
+        num_heads=m.num_heads, ffn_ratio=m.ffn_ratio,
+    )  # fmt: skip
+
+
+class BoxLoss(nn.Module):
+    """Self-paced (SMCIM) or plain (``L1 + GIoU``, TransVG) box loss; holds σ when self-paced."""
+
+    def __init__(self, p: SMCIMParams):
+        super().__init__()
+        sp = p.self_paced
+        self.self_paced = SelfPacedLoss(sp.sigma_init, sp.lam, sp.detach) if sp.enabled else None
+
+    def forward(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
+        l1, giou = l1_per_sample(pred, target), giou_loss_per_sample(pred, target)
+        if self.self_paced is None:
+            return {"loss": (l1 + giou).mean(), "l1": l1.mean().detach(), "giou": giou.mean().detach()}
+        return {**self.self_paced(l1, giou), "l1": l1.mean().detach(), "giou": giou.mean().detach()}
+
+
+class Trainee(nn.Module):
+    """The model and its loss in one module, so that σ travels with the weights through ``fit``."""
+
+    def __init__(self, model: nn.Module, loss: BoxLoss):
+        super().__init__()
+        self.model, self.loss = model, loss
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        return self.loss(self.model(batch["maps"], batch["words"], batch["attention_mask"]), batch["boxes"])
+
+
+@torch.no_grad()
+def predict(model: nn.Module, f: Features, batch: int = 512) -> Tensor:
+    """Pixel xyxy predictions for every expression of ``f`` (view 0, the original image)."""
+    out = []
+    with evaluating(model):
+        for start in range(0, len(f), batch):
+            b = gather([f], [(0, m, 0) for m in range(start, min(start + batch, len(f)))])
+            out.append(model(b["maps"], b["words"], b["attention_mask"]))
+    return cxcywh_to_xyxy(torch.cat(out)) * f.size.repeat(1, 2)
+
+
+def train_config(p: SMCIMParams, seed: int) -> TrainConfig:
+    t = p.train
+    milestones = tuple(sorted({max(1, round(f * t.steps)) for f in t.lr_drops}))
+    return TrainConfig(
+        steps=t.steps, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, schedule="step",
+        warmup_steps=min(t.warmup_steps, t.steps - 1), milestones=milestones,
+        gamma=0.1, seed=seed, ckpt_every=0, log_every=25, progress=False,
+    )  # fmt: skip
+
+
+@dataclass
+class RunResult:
+    metrics: dict[str, Any]  # {set: {split: {"acc@0.5": x}}}
+    examples: list[dict[str, Any]]  # val expressions of the first eval set: text, image, target and predicted box
+    sigma: list[float] | None  # final σ0, σ1 (self-paced runs)
+    history: list[dict[str, float]]
+    seconds: float
+
+
+def train_and_evaluate(p: SMCIMParams, variant: str, seed: int, features_dir: Path) -> RunResult:
+    t0 = time.perf_counter()
+    v = p.variant(variant)
+    features_dir = Path(features_dir)
+    train = CachedExpressions([load_features(features_dir / s / "train.safetensors") for s in v.train_sets])
+    evals = {(s, sp): load_features(features_dir / s / f"{sp}.safetensors") for s in v.eval_sets for sp in EVAL_SPLITS}
+    image_size = int(round(float(train.parts[0].size[0, 0])))
+    torch.manual_seed(seed)  # a fresh process's seed is random in this torch build
+    trainee = Trainee(build(model_config(v, train.parts[0], image_size)), BoxLoss(v))
+    groups = [{"params": list(trainee.model.parameters()), "name": "fusion"}]
+    if trainee.loss.self_paced is not None:
+        groups.append({"params": [trainee.loss.self_paced.sigma], "lr": v.self_paced.sigma_lr, "weight_decay": 0.0,
+                       "name": "sigma"})  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="smcim_") as tmp:
+        result = fit(
+            trainee, train, lambda m, b: m(b), train_config(v, seed), tmp, param_groups=groups,
+            collate_fn=train.collate, run_id=f"smcim-{variant}",
+        )  # fmt: skip
+    model = trainee.model
+    metrics: dict[str, Any] = {}
+    for (s, sp), f in evals.items():
+        metrics.setdefault(s, {})[sp] = {"acc@0.5": acc_at_iou(predict(model, f), f.target_px)}
+    sigma = trainee.loss.self_paced.sigma.tolist() if trainee.loss.self_paced is not None else None
+    first = evals[(v.eval_sets[0], "val")]
+    pred = predict(model, first)[: p.examples]
+    examples = [
+        {"set": v.eval_sets[0], "split": "val", "expression": first.texts[m], "image": int(first.image[m]),
+         "target": first.target_px[m].tolist(), "predicted": pred[m].tolist()}
+        for m in range(min(p.examples, len(first)))
+    ]  # fmt: skip
+    return RunResult(metrics, examples, sigma, result.history, time.perf_counter() - t0)

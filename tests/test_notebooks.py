@@ -21,13 +21,34 @@ def test_notebook_is_committed_clean_with_a_parameters_cell(path):
     assert nb.metadata.kernelspec.name == "vlrepro"
 
 
+PAPER_STAGES = {"amc", "smcim", "glip", "ala", "blip"}
+NOTEBOOK_CMD, MODULE_CMD = "python -m vlrepro.stage ", "python -m vlrepro."
+
+
+def stage_kind(spec: dict) -> tuple[str, str]:
+    """``("notebook", name)`` for a papermill stage, ``("module", package)`` for a paper's matrix/feature stage
+    (``python -m vlrepro.<paper> ...``: a papermill kernel per matrix run would cost seconds each)."""
+    cmd = spec["cmd"]
+    if cmd.startswith(NOTEBOOK_CMD):
+        return "notebook", cmd.split()[-1]
+    assert cmd.startswith(MODULE_CMD), f"unexpected stage command {cmd!r}"
+    return "module", cmd.split()[2]
+
+
 def test_stages_follow_design_conventions():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    allowed = {"data", "pretrain", "amc", "smcim", "glip", "ala", "blip", "report"}
-    assert set(stages) <= allowed and {"data", "report"} <= set(stages)
+    # The design's names; a paper may add `<paper>_<step>` stages (features, report) around its matrix.
+    allowed = {"data", "pretrain", "report"} | PAPER_STAGES
+    assert all(n in allowed or n.split("_")[0] in PAPER_STAGES for n in stages), sorted(stages)
+    assert {"data", "report"} <= set(stages)
     for name, stage in stages.items():
-        notebook = stage["cmd"].split()[-1]
-        assert (ROOT / "notebooks" / f"{notebook}.ipynb").is_file()
+        kind, target = stage_kind(stage)
+        if kind == "notebook":
+            assert (ROOT / "notebooks" / f"{target}.ipynb").is_file()
+        else:
+            assert target.split(".")[1] == name.split("_")[0], f"{name} runs another paper's module {target}"
+        if "matrix" in stage:
+            assert name in PAPER_STAGES and "seed" in stage["matrix"] and len(stage["matrix"]["seed"]) >= 3
         deps = stage.get("deps", [])
         assert not any(str(d).startswith("reports/notebooks") for d in deps), f"{name} depends on an executed notebook"
         for m in stage.get("metrics", []):
@@ -36,16 +57,22 @@ def test_stages_follow_design_conventions():
 
 
 IMPORTED_FILES = """
-import json, sys
-import nbformat
-nb = nbformat.read(sys.argv[1], as_version=4)
-for cell in nb.cells:
-    if cell.cell_type == "code":
-        for line in cell.source.splitlines():
-            if line.startswith(("import ", "from ")):
-                exec(line)
+import importlib, json, pkgutil, sys
+kind, target = sys.argv[1], sys.argv[2]
+if kind == "notebook":
+    import nbformat
+    nb = nbformat.read(target, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            for line in cell.source.splitlines():
+                if line.startswith(("import ", "from ")):
+                    exec(line)
+else:  # the package's every module: its entry point imports some of them only when a command needs them
+    package = importlib.import_module(target)
+    for info in pkgutil.iter_modules(package.__path__, target + "."):
+        importlib.import_module(info.name)
 from vlrepro.config import load_params  # every stage validates params.yaml, which imports each section
-load_params(sys.argv[2])
+load_params(sys.argv[3])
 print(json.dumps(sorted(m.__file__ for n, m in sys.modules.items() if n.startswith("vlrepro") and m.__file__)))
 """
 
@@ -57,8 +84,12 @@ def test_stage_deps_cover_the_library_code_it_imports(stage):
     import sys
 
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
-    notebook = ROOT / "notebooks" / f"{spec['cmd'].split()[-1]}.ipynb"
-    out = subprocess.run([sys.executable, "-c", IMPORTED_FILES, str(notebook), str(ROOT / "params.yaml")],
+    kind, target = stage_kind(spec)
+    if kind == "notebook":
+        target = str(ROOT / "notebooks" / f"{target}.ipynb")
+    else:
+        target = ".".join(target.split(".")[:2])  # vlrepro.<paper>
+    out = subprocess.run([sys.executable, "-c", IMPORTED_FILES, kind, target, str(ROOT / "params.yaml")],
                          capture_output=True, text=True, timeout=120, check=True).stdout
     deps = [ROOT / d for d in spec["deps"]]
     missing = [Path(f).relative_to(ROOT / "src").as_posix() for f in json.loads(out)

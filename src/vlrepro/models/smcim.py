@@ -13,9 +13,9 @@ SMCIM. Stage 1 (grouping): ``F_v^0`` meets each language level through its own s
 channels (width ``levels·dim``, C1) and pass ``stage2_depth`` CA2M blocks. The [CLS] token of the
 language side goes through a 3-layer MLP to the box.
 
-TransVG-style baseline (the "CA2M vs transformer encoder" ablation): the same inputs projected to one
-width, a learnable [REG] token, and one stack of standard transformer encoder layers over the
-concatenation [REG] + visual + words; [REG] → the same 3-layer MLP.
+TransVG-style baseline (the "CA2M vs transformer encoder" ablation): the same inputs projected to SMCIM's
+stage-2 width, a learnable [REG] token, and ``stage1_depth + stage2_depth`` standard (post-norm) transformer
+encoder layers over the concatenation [REG] + visual + last-block words; [REG] → the same 3-layer MLP.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ class SMCIMConfig:
     grid: tuple[int, int] = (4, 4)  # H×W of the visual tokens (SMCIM: input / 16)
     levels: int = 3  # visual and language levels used: the last `levels` of each
     fusion: Literal["ca2m", "transformer"] = "ca2m"
-    dim: int = 64  # C0: width of a stage-1 group (TransVG: the model width)
+    dim: int = 64  # C0: width of a stage-1 group (TransVG: levels × dim, SMCIM's C1)
     stage1_depth: int = 2  # CA2M blocks per group
-    stage2_depth: int = 3  # CA2M blocks after concatenation (TransVG: encoder layers)
+    stage2_depth: int = 3  # CA2M blocks after concatenation (TransVG: stage1_depth + stage2_depth layers)
     num_heads: int = 4
     ffn_ratio: int = 2
 
@@ -115,13 +115,15 @@ class TransVG(nn.Module):
     def __init__(self, cfg: SMCIMConfig):
         super().__init__()
         self.config = cfg
-        d, k = cfg.dim, cfg.levels
+        # SMCIM's stage-2 width (C1 = levels × C0) and as many layers as SMCIM has CA2M blocks along its depth.
+        k = cfg.levels
+        d, depth = k * cfg.dim, cfg.stage1_depth + cfg.stage2_depth
         self.visual = VisualTokens(sum(cfg.visual_channels[-k:]), d, cfg.grid)
         self.words = nn.Sequential(nn.Linear(cfg.text_width, d), nn.LayerNorm(d))
         self.reg = nn.Parameter(torch.zeros(1, 1, d))
         self.kind = nn.Parameter(torch.zeros(3, d))  # which stream a token comes from: [REG], visual, words
         layer = nn.TransformerEncoderLayer(d, cfg.num_heads, d * cfg.ffn_ratio, dropout=0.0, batch_first=True)
-        self.encoder = nn.TransformerEncoder(layer, cfg.stage2_depth, enable_nested_tensor=False)
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.head = box_mlp(d)
 
     def forward(self, maps: list[Tensor], words: Tensor, attention_mask: Tensor) -> Tensor:

@@ -106,7 +106,7 @@ def extract_split(
     split = load_split(split_dir)
     records = split.records
     size = int(split.images.shape[1])
-    images = images_to_tensor(np.asarray(split.images))
+    images = images_to_tensor(np.array(split.images))  # a copy: the split's array is a read-only memmap
     image = torch.tensor([int(r.image) for r in records])
     target_px = torch.tensor([r.boxes[0] for r in records], dtype=torch.float32)
     gen = torch.Generator().manual_seed(seed)

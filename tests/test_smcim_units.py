@@ -1,0 +1,130 @@
+"""SMCIM's augmentations, variants, cached features and one run, on a tiny world."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vlrepro.config import ConfigError
+from vlrepro.data.world.config import WorldConfig
+from vlrepro.data.world.suite import build_suite
+from vlrepro.models.backbones import CNNBackbone, CNNConfig
+from vlrepro.models.text import TextConfig, TextEncoder, train_wordpiece
+from vlrepro.pretrain.data import train_texts
+from vlrepro.smcim import augment, features
+from vlrepro.smcim.config import AugmentParams, SMCIMParams
+from vlrepro.smcim.run import train_and_evaluate
+
+
+def test_swap_left_right_whole_words_only():
+    assert augment.swap_left_right("the leftmost circle left of the Right star") == (
+        "the rightmost circle right of the Left star"
+    )
+    assert augment.swap_left_right("a bright cleft") == "a bright cleft"
+
+
+def test_box_transform_follows_the_image():
+    size = 64
+    image = torch.zeros(2, 3, size, size)
+    image[:, :, 10:30, 5:20] = 1.0  # a white box xyxy (5, 10, 20, 30) in both images
+    box = torch.tensor([[5.0, 10.0, 20.0, 30.0], [5.0, 10.0, 20.0, 30.0]])
+    p = AugmentParams(flip_prob=0.5, colour_jitter=0.0, blur_prob=0.0)
+    view = augment.draw_view(2, size, p, torch.Generator().manual_seed(3))
+    view = augment.ViewParams(**{**view.__dict__, "flip": torch.tensor([True, False])})
+    out, moved = augment.apply_view(image, view), augment.transform_boxes(box, view, torch.tensor([0, 1]), size)
+    for i in range(2):
+        ys, xs = torch.nonzero(out[i, 0] > 0.5, as_tuple=True)
+        seen = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
+        torch.testing.assert_close(seen, moved[i], atol=1.5, rtol=0)
+    assert moved[0, 0] > 32  # the flipped image's box moved to the right half
+
+
+def test_blur_keeps_mass_and_zero_sigma_is_identity():
+    x = torch.rand(2, 3, 16, 16)
+    out = augment.gaussian_blur(x, torch.tensor([0.0, 1.0]))
+    torch.testing.assert_close(out[0], x[0])
+    assert abs(out[1, :, 4:12, 4:12].mean() - x[1, :, 4:12, 4:12].mean()) < 0.05
+    assert out[1].std() < x[1].std()
+
+
+def test_variants_override_and_errors_name_the_variant():
+    p = SMCIMParams(variants={"full": {}, "one": {"model.levels": 1, "self_paced.enabled": False}})
+    assert p.variant("one").model.levels == 1 and not p.variant("one").self_paced.enabled
+    assert p.variant("full") == p.variant("full") and p.variant("full").model.levels == 3
+    with pytest.raises(ConfigError, match="no variant 'two'"):
+        p.variant("two")
+    with pytest.raises(ValueError, match="variants.bad.*model.depth"):
+        SMCIMParams(variants={"bad": {"model.depth": 1}})
+    with pytest.raises(ValueError, match="variants.bad"):
+        SMCIMParams(variants={"bad": {"model.levels": 7}})
+    with pytest.raises(ValueError, match="text_blocks"):
+        SMCIMParams(text_blocks=2)
+
+
+def test_block_outputs_split_layers_evenly():
+    hidden = tuple(torch.full((1, 2, 3), float(i)) for i in range(7))  # embeddings + 6 layers
+    assert features.block_outputs(hidden, 3)[0, :, 0, 0].tolist() == [2.0, 4.0, 6.0]
+    with pytest.raises(ValueError, match="text_blocks = 7"):
+        features.block_outputs(hidden, 7)
+
+
+TINY = {
+    "referring": {"train": 12, "val": 4, "testA": 4, "testB": 4},
+    "flickr": {"train": 2, "val": 2, "test": 2}, "vg": {"train": 2, "val": 2}, "det": {"train": 2, "test": 2},
+    "odinw": {"shots": 1, "test": 2}, "captions": {"train": 2, "val": 2, "test": 2}, "web": {"train": 2},
+    "cub": {"train": 2, "val": 2, "test": 2},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smcim")
+    build_suite(WorldConfig.model_validate(TINY), root / "world", progress=False)
+    torch.manual_seed(0)
+    cnn = CNNBackbone(CNNConfig(channels=(8, 8, 16, 16))).eval()
+    tok = train_wordpiece(train_texts(root / "world"), vocab_size=120)
+    text = TextEncoder(TextConfig(vocab_size=120, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,
+                                  mlm_head=False), tok).eval()  # fmt: skip
+    p = SMCIMParams(
+        train_sets=("refcoco",), eval_sets=("refcoco",), text_blocks=2, examples=2,
+        model={"levels": 2, "dim": 8, "num_heads": 2, "stage1_depth": 1, "stage2_depth": 1},
+        train={"steps": 3, "batch_size": 4, "warmup_steps": 1}, augment={"views": 2, "flip_prob": 1.0},
+        variants={"full": {}, "plain": {"self_paced.enabled": False}},
+    )  # fmt: skip
+    for split in ("train", "val", "testA", "testB"):
+        f = features.extract_split(root / "world" / "refcoco" / split, cnn, text, p, 2 if split == "train" else 1, 0)
+        features.save_features(f, root / "features" / "refcoco" / f"{split}.safetensors")
+    return root, p
+
+
+def test_features_round_trip_views_and_swapped_texts(tiny):
+    root, _ = tiny
+    f = features.load_features(root / "features" / "refcoco" / "train.safetensors")
+    n_images = len(np.load(root / "world" / "refcoco" / "train" / "images.npy"))
+    assert f.views == 2 and [m.shape[:2] for m in f.levels] == [(2, n_images)] * 3
+    assert f.states.dtype == torch.float16 and f.states.shape[1] == 2
+    size = f.size[0, 0]
+    from vlrepro.metrics.boxes import cxcywh_to_xyxy
+
+    torch.testing.assert_close(cxcywh_to_xyxy(f.boxes[0]) * size, f.target_px)  # view 0 is the original
+    lateral = [m for m, t in enumerate(f.texts) if "left" in t or "right" in t]
+    assert lateral, "the tiny world should have some left/right expressions"
+    assert all(f.text[m, 0] != f.text[m, 1] for m in lateral)  # flip_prob 1: view 1 reads the swapped text
+    with pytest.raises(FileNotFoundError, match="smcim_features"):
+        features.load_features(root / "nowhere.safetensors")
+
+
+def test_run_is_deterministic_and_scores_every_split(tiny):
+    root, p = tiny
+    a = train_and_evaluate(p, "full", 0, root / "features")
+    b = train_and_evaluate(p, "full", 0, root / "features")
+    assert a.metrics == b.metrics and set(a.metrics["refcoco"]) == {"val", "testA", "testB"}
+    assert all(0 <= v["acc@0.5"] <= 1 for v in a.metrics["refcoco"].values())
+    assert a.sigma is not None and len(a.examples) == 2 and a.examples[0]["expression"]
+    assert train_and_evaluate(p, "plain", 0, root / "features").sigma is None
+
+
+def test_features_dir_error_names_the_stage(tmp_path):
+    with pytest.raises(FileNotFoundError, match="smcim_features"):
+        train_and_evaluate(SMCIMParams(), "full", 0, Path(tmp_path))

@@ -85,10 +85,8 @@ def test_stage_deps_cover_the_library_code_it_imports(stage):
 
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
     kind, target = stage_kind(spec)
-    if kind == "notebook":
-        target = str(ROOT / "notebooks" / f"{target}.ipynb")
-    else:
-        target = ".".join(target.split(".")[:2])  # vlrepro.<paper>
+    # A notebook's path, or the paper's package (vlrepro.<paper>) of a module stage.
+    target = str(ROOT / "notebooks" / f"{target}.ipynb") if kind == "notebook" else ".".join(target.split(".")[:2])
     out = subprocess.run([sys.executable, "-c", IMPORTED_FILES, kind, target, str(ROOT / "params.yaml")],
                          capture_output=True, text=True, timeout=120, check=True).stdout
     deps = [ROOT / d for d in spec["deps"]]

@@ -88,6 +88,23 @@ def test_smoke_pretrain_leaves_loadable_checkpoints_and_its_curve_in_the_report(
 
 
 @pytest.mark.pipeline
+def test_smoke_smcim_runs_every_variant_and_seed_and_states_its_claims(smoke_repo):
+    work, _ = smoke_repo
+    matrix = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]["smcim"]["matrix"]
+    for variant in matrix["variant"]:
+        for seed in matrix["seed"]:
+            doc = json.loads((work / "reports" / "metrics" / "smcim" / f"{variant}-{seed}.json").read_text())
+            assert (doc["stage"], doc["variant"], doc["seed"]) == ("smcim", variant, seed)
+            assert 0 <= doc["metrics"]["refcoco"]["val"]["acc@0.5"] <= 1
+    with open(work / "reports" / "claims.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["paper"] == "SMCIM"]
+    assert {r["reference_variant"] for r in rows} >= {"levels_1", "no_self_paced", "transformer"}
+    assert all(r["n_seeds"] == "3" and r["verdict"] for r in rows)
+    assert "figures/smcim_ablations.png" in (work / "reports" / "REPORT.md").read_text()
+    assert "<html" in (work / "reports" / "notebooks" / "30_smcim.html").read_text().lower()
+
+
+@pytest.mark.pipeline
 def test_second_repro_is_a_no_op(smoke_repo):
     work, env = smoke_repo
     t0 = time.perf_counter()

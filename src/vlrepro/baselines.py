@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
-from torchvision.ops import roi_align
 
 from vlrepro.config import Section
 from vlrepro.data.records import Split
@@ -105,6 +104,8 @@ class ImageOnlyRanker(nn.Module):
         """``(B, K)`` object scores for ``boxes`` (B, K, 4) xyxy pixels; padding (``~valid``) scores -inf."""
         b, k, _ = boxes.shape
         feats = self.backbone(images)[-1]
+        from torchvision.ops import roi_align  # lazily: validating params imports this module
+
         rois = roi_align(feats, list(boxes), output_size=2, spatial_scale=1 / self.stride, aligned=True)
         h, w = images.shape[-2:]
         geom = boxes / boxes.new_tensor([w, h, w, h])

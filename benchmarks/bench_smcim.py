@@ -1,0 +1,54 @@
+"""SMCIM figures that are not pipeline metrics: cost per expression and accuracy against training length.
+
+    .venv/bin/python benchmarks/bench_smcim.py                      # cost table (default-profile sizes)
+    .venv/bin/python benchmarks/bench_smcim.py --steps 300 3000     # + full SMCIM trained that long, seed 0
+
+Needs the `smcim_features` stage's output (`dvc repro smcim_features`). Prints params, GFLOPs and the
+median batch-1 latency of SMCIM and the TransVG-style baseline (encoders included), then for each
+``--steps`` the refcoco val Acc@0.5 and wall time of a full-SMCIM run (other settings from params.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from vlrepro.config import find_params_file, load_params
+from vlrepro.data.records import load_split
+from vlrepro.models import load_pretrained
+from vlrepro.models.backbones import images_to_tensor
+from vlrepro.smcim.__main__ import FEATURES_DIR
+from vlrepro.smcim.efficiency import measure
+from vlrepro.smcim.features import load_features, load_text_encoder
+from vlrepro.smcim.run import model_config, train_and_evaluate
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, nargs="*", default=[], help="train full SMCIM for these step counts")
+    args = ap.parse_args()
+    params_file = find_params_file()
+    root, P = params_file.parent, load_params(params_file)
+    p = P.smcim
+    torch.manual_seed(0)
+    cnn = load_pretrained(root / "checkpoints" / "pretrain" / "cnn").eval()
+    text = load_text_encoder(p, root / "checkpoints" / "pretrain").eval()
+    probe = load_features(root / FEATURES_DIR / p.eval_sets[0] / "val.safetensors")
+    image = images_to_tensor(load_split(root / "data" / "world" / p.eval_sets[0] / "val").images[:1])
+    print(f"threads: {torch.get_num_threads()}")
+    print(f"{'model':12} {'params':>11} {'fusion':>9} {'GFLOPs':>8} {'fusion':>8} {'ms/expr':>8}")
+    for name, variant in (("SMCIM", "full"), ("TransVG", "transformer")):
+        cfg = model_config(p.variant(variant), probe, image.shape[-1])
+        c = measure(cfg, cnn, text, image, probe.texts[0], p.text_blocks)
+        gflops = f"{c.gflops_total:>8.3f} {c.gflops_fusion:>8.4f}"
+        print(f"{name:12} {c.params_total:>11,} {c.params_fusion:>9,} {gflops} {c.latency_ms:>8.1f}")
+    for steps in args.steps:
+        run_p = p.model_copy(update={"train": p.train.model_copy(update={"steps": steps})})
+        r = train_and_evaluate(run_p, "full", 0, root / FEATURES_DIR)
+        print(f"full SMCIM, {steps} steps: refcoco val Acc@0.5 {r.metrics['refcoco']['val']['acc@0.5']:.3f} "
+              f"({r.seconds:.0f} s)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -128,7 +128,7 @@ def train_config(p: SMCIMParams, seed: int) -> TrainConfig:
     return TrainConfig(
         steps=t.steps, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, schedule="step",
         warmup_steps=min(t.warmup_steps, t.steps - 1), milestones=milestones,
-        gamma=0.1, seed=seed, ckpt_every=0, log_every=25, progress=False,
+        gamma=0.1, seed=seed, ckpt_every=0, log_every=10, progress=False,
     )  # fmt: skip
 
 

@@ -18,10 +18,12 @@ from vlrepro.config import find_params_file, load_params
 from vlrepro.data.records import load_split
 from vlrepro.models import load_pretrained
 from vlrepro.models.backbones import images_to_tensor
+from vlrepro.models.smcim import build
 from vlrepro.smcim.__main__ import FEATURES_DIR
 from vlrepro.smcim.efficiency import measure
 from vlrepro.smcim.features import load_features, load_text_encoder
-from vlrepro.smcim.run import model_config, train_and_evaluate
+from vlrepro.smcim.online import EndToEnd
+from vlrepro.smcim.run import cached_config, train_and_evaluate
 
 
 def main() -> None:
@@ -39,8 +41,8 @@ def main() -> None:
     print(f"threads: {torch.get_num_threads()}")
     print(f"{'model':12} {'params':>11} {'fusion':>9} {'GFLOPs':>8} {'fusion':>8} {'ms/expr':>8}")
     for name, variant in (("SMCIM", "full"), ("TransVG", "transformer")):
-        cfg = model_config(p.variant(variant), probe, image.shape[-1])
-        c = measure(cfg, cnn, text, image, probe.texts[0], p.text_blocks)
+        model = EndToEnd(cnn, text, build(cached_config(p.variant(variant), probe)), p.text_blocks)
+        c = measure(model, image, probe.texts[0])
         gflops = f"{c.gflops_total:>8.3f} {c.gflops_fusion:>8.4f}"
         print(f"{name:12} {c.params_total:>11,} {c.params_fusion:>9,} {gflops} {c.latency_ms:>8.1f}")
     for steps in args.steps:

@@ -128,3 +128,31 @@ def test_run_is_deterministic_and_scores_every_split(tiny):
 def test_features_dir_error_names_the_stage(tmp_path):
     with pytest.raises(FileNotFoundError, match="smcim_features"):
         train_and_evaluate(SMCIMParams(), "full", 0, Path(tmp_path))
+
+
+def test_fine_tuning_trains_the_encoders_end_to_end_from_images(tiny):
+    root, p = tiny
+    from vlrepro.models import save_pretrained
+
+    torch.manual_seed(0)
+    cnn = CNNBackbone(CNNConfig(channels=(8, 8, 16, 16)))
+    tok = train_wordpiece(train_texts(root / "world"), vocab_size=120)
+    text = TextEncoder(TextConfig(vocab_size=120, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32), tok)
+    save_pretrained(cnn, root / "pretrain" / "cnn")
+    save_pretrained(text, root / "pretrain" / "text")
+    online = p.model_copy(update={"text": "world", "train": p.train.model_copy(update={"encoder_lr": 1e-3})})
+    result = train_and_evaluate(online, "full", 0, root / "unused", root / "world", root / "pretrain")
+    assert set(result.metrics["refcoco"]) == {"val", "testA", "testB"} and result.examples
+    assert result.history and all(np.isfinite(h["loss"]) for h in result.history if "loss" in h)
+    with pytest.raises(ValueError, match="data_dir and pretrain_dir"):
+        train_and_evaluate(online, "full", 0, root / "unused")
+    # One AdamW step over the optimiser groups moves the CNN's weights, at the encoder learning rate.
+    from vlrepro.smcim.run import BoxLoss, Trainee, _online_setup
+
+    data, _, model, groups = _online_setup(online, root / "world", root / "pretrain")
+    assert [g["name"] for g in groups] == ["fusion", "encoders"] and groups[1]["lr"] == 1e-3
+    before = [q.detach().clone() for q in model.cnn.parameters()]
+    opt = torch.optim.AdamW(groups, lr=1e-3)
+    Trainee(model, BoxLoss(online))(data.collate([data[i] for i in range(4)]))["loss"].backward()
+    opt.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.cnn.parameters(), strict=True))

@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     from vlrepro.smcim.run import train_and_evaluate
 
     name = f"{args.variant}-{args.seed}"
-    result = train_and_evaluate(p, args.variant, args.seed, root / FEATURES_DIR)
+    data, pretrained = root / "data" / "world", root / "checkpoints" / "pretrain"
+    result = train_and_evaluate(p, args.variant, args.seed, root / FEATURES_DIR, data, pretrained)
     runs = root / "reports" / "runs" / "smcim" / name
     write_json(runs / "run.json", {"examples": result.examples, "sigma": result.sigma})
     write_json(runs / "history.json", result.history)

@@ -45,7 +45,9 @@ class ViewParams:
     blur_sigma: Tensor  # (N,) 0 = no blur
 
 
-def draw_view(n: int, size: int, p: AugmentParams, generator: torch.Generator) -> ViewParams:
+def draw_view(n: int, size: int, p: AugmentParams, generator: torch.Generator | None = None) -> ViewParams:
+    """Draw ``n`` images' augmentations (``generator`` None: torch's global RNG, which the training loop seeds)."""
+
     def uniform(lo: float, hi: float, *shape: int) -> Tensor:
         return lo + (hi - lo) * torch.rand(*shape, generator=generator)
 

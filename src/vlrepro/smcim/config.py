@@ -48,6 +48,9 @@ class TrainParams(Section):
     steps: int = Field(600, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0, description="lr of everything but the encoders and σ (paper: 1e-4)")
+    encoder_lr: float = Field(
+        0.0, ge=0, description="0: encoders frozen, outputs cached (smcim_features); > 0: fine-tuned (paper 1e-5)"
+    )  # fmt: skip
     weight_decay: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(30, ge=0)
     lr_drops: tuple[float, ...] = Field(

@@ -13,11 +13,10 @@ import time
 from dataclasses import asdict, dataclass
 
 import torch
-from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from vlrepro.models.smcim import SMCIMConfig, build
 from vlrepro.smcim.features import LEVELS, block_outputs
+from vlrepro.smcim.online import EndToEnd
 
 
 @dataclass(frozen=True)
@@ -50,29 +49,18 @@ def _median_ms(fn, warmup: int, repeats: int) -> float:
 
 
 @torch.no_grad()
-def measure(
-    cfg: SMCIMConfig, cnn: nn.Module, text_encoder: nn.Module, image: torch.Tensor, expression: str,
-    text_blocks: int, warmup: int = 5, repeats: int = 30,
-) -> Cost:  # fmt: skip
-    """Cost of answering ``expression`` about ``image`` (float (1, 3, H, W)) with a fresh model of ``cfg``."""
-    fusion = build(cfg).eval()
-    tok = text_encoder.tokenize([expression])
-
-    def encode():
-        words = block_outputs(text_encoder.hidden_states(tok["input_ids"], tok["attention_mask"]), text_blocks)
-        return cnn(image)[-LEVELS:], words
-
-    maps, words = encode()
-
-    def whole():
-        m, w = encode()
-        return fusion(m, w, tok["attention_mask"])
-
+def measure(model: EndToEnd, image: torch.Tensor, expression: str, warmup: int = 5, repeats: int = 30) -> Cost:
+    """Cost of answering ``expression`` about ``image`` (float (1, 3, H, W)) with ``model``."""
+    model.eval()
+    tok = model.text.tokenize([expression])
+    ids, mask = tok["input_ids"], tok["attention_mask"]
+    maps = model.cnn(image)[-LEVELS:]
+    words = block_outputs(model.text.hidden_states(ids, mask), model.text_blocks)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     return Cost(
-        params_total=count(fusion) + count(cnn) + count(text_encoder),
-        params_fusion=count(fusion),
-        gflops_total=_count_flops(whole) / 1e9,
-        gflops_fusion=_count_flops(lambda: fusion(maps, words, tok["attention_mask"])) / 1e9,
-        latency_ms=_median_ms(whole, warmup, repeats),
+        params_total=count(model),
+        params_fusion=count(model.fusion),
+        gflops_total=_count_flops(lambda: model(image, ids, mask)) / 1e9,
+        gflops_fusion=_count_flops(lambda: model.fusion(maps, words, mask)) / 1e9,
+        latency_ms=_median_ms(lambda: model(image, ids, mask), warmup, repeats),
     )

@@ -2,8 +2,9 @@
 
 ``train_and_evaluate(params, variant, seed, features_dir)`` returns the metrics and the val examples; the
 ``smcim@<variant>-<seed>`` stage writes them (``python -m vlrepro.smcim run``). Optimiser groups follow the
-paper: the fusion and head at ``train.lr``, σ0/σ1 at ``self_paced.sigma_lr`` (no weight decay on σ); the
-encoders are frozen (see ``vlrepro.smcim.features``). The learning rate drops ×0.1 at ``train.lr_drops``.
+paper: the fusion and head at ``train.lr``, σ0/σ1 at ``self_paced.sigma_lr`` (no weight decay on σ), the
+encoders at ``train.encoder_lr`` — 0 by default, frozen, their outputs cached (``vlrepro.smcim.features``);
+above 0 the run goes end to end through ``vlrepro.smcim.online``. The lr drops ×0.1 at ``train.lr_drops``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from vlrepro.losses.boxes import giou_loss_per_sample, l1_per_sample
 from vlrepro.losses.self_paced import SelfPacedLoss
 from vlrepro.metrics.boxes import acc_at_iou, cxcywh_to_xyxy
 from vlrepro.models.smcim import SMCIMConfig, build
+from vlrepro.smcim import online
 from vlrepro.smcim.config import EVAL_SPLITS, SMCIMParams
-from vlrepro.smcim.features import Features, load_features
+from vlrepro.smcim.features import LEVELS, Features, load_features
 from vlrepro.train import TrainConfig, evaluating, fit
 
 
@@ -75,14 +77,20 @@ def _to_length(x: Tensor, length: int, dim: int) -> Tensor:
     return F.pad(x, pad)
 
 
-def model_config(p: SMCIMParams, f: Features, image_size: int) -> SMCIMConfig:
+def model_config(p: SMCIMParams, visual_channels: tuple[int, ...], text_width: int, image_size: int) -> SMCIMConfig:
     side = max(1, image_size // p.model.grid_stride)
     m = p.model
     return SMCIMConfig(
-        visual_channels=tuple(level.shape[2] for level in f.levels), text_width=f.states.shape[-1], grid=(side, side),
-        levels=m.levels, fusion=m.fusion, dim=m.dim, stage1_depth=m.stage1_depth, stage2_depth=m.stage2_depth,
-        num_heads=m.num_heads, ffn_ratio=m.ffn_ratio,
+        visual_channels=tuple(visual_channels), text_width=text_width, grid=(side, side), levels=m.levels,
+        fusion=m.fusion, dim=m.dim, stage1_depth=m.stage1_depth, stage2_depth=m.stage2_depth, num_heads=m.num_heads,
+        ffn_ratio=m.ffn_ratio,
     )  # fmt: skip
+
+
+def cached_config(p: SMCIMParams, f: Features) -> SMCIMConfig:
+    """The model config for cached features ``f`` (channels and widths read from them)."""
+    side = int(round(float(f.size[0, 0])))
+    return model_config(p, tuple(level.shape[2] for level in f.levels), f.states.shape[-1], side)
 
 
 class BoxLoss(nn.Module):
@@ -108,7 +116,8 @@ class Trainee(nn.Module):
         self.model, self.loss = model, loss
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
-        return self.loss(self.model(batch["maps"], batch["words"], batch["attention_mask"]), batch["boxes"])
+        inputs = {k: v for k, v in batch.items() if k != "boxes"}  # cached features or images + token ids
+        return self.loss(self.model(**inputs), batch["boxes"])
 
 
 @torch.no_grad()
@@ -141,16 +150,27 @@ class RunResult:
     seconds: float
 
 
-def train_and_evaluate(p: SMCIMParams, variant: str, seed: int, features_dir: Path) -> RunResult:
+def train_and_evaluate(
+    p: SMCIMParams, variant: str, seed: int, features_dir: Path, data_dir: Path | None = None,
+    pretrain_dir: Path | None = None,
+) -> RunResult:  # fmt: skip
+    """Train variant ``variant`` with ``seed`` and score it on every eval split.
+
+    ``train.encoder_lr`` 0: on the cached features in ``features_dir``; > 0: end to end from the world splits in
+    ``data_dir`` and the encoders in ``pretrain_dir``, the encoders fine-tuned at ``encoder_lr``.
+    """
     t0 = time.perf_counter()
     v = p.variant(variant)
-    features_dir = Path(features_dir)
-    train = CachedExpressions([load_features(features_dir / s / "train.safetensors") for s in v.train_sets])
-    evals = {(s, sp): load_features(features_dir / s / f"{sp}.safetensors") for s in v.eval_sets for sp in EVAL_SPLITS}
-    image_size = int(round(float(train.parts[0].size[0, 0])))
     torch.manual_seed(seed)  # a fresh process's seed is random in this torch build
-    trainee = Trainee(build(model_config(v, train.parts[0], image_size)), BoxLoss(v))
-    groups = [{"params": list(trainee.model.parameters()), "name": "fusion"}]
+    if v.train.encoder_lr == 0:
+        train, evals, model, groups = _cached_setup(v, Path(features_dir))
+        score = predict
+    else:
+        if data_dir is None or pretrain_dir is None:
+            raise ValueError("train.encoder_lr > 0 fine-tunes the encoders: give data_dir and pretrain_dir")
+        train, evals, model, groups = _online_setup(v, Path(data_dir), Path(pretrain_dir))
+        score = online.predict
+    trainee = Trainee(model, BoxLoss(v))
     if trainee.loss.self_paced is not None:
         groups.append({"params": [trainee.loss.self_paced.sigma], "lr": v.self_paced.sigma_lr, "weight_decay": 0.0,
                        "name": "sigma"})  # fmt: skip
@@ -159,16 +179,50 @@ def train_and_evaluate(p: SMCIMParams, variant: str, seed: int, features_dir: Pa
             trainee, train, lambda m, b: m(b), train_config(v, seed), tmp, param_groups=groups,
             collate_fn=train.collate, run_id=f"smcim-{variant}",
         )  # fmt: skip
-    model = trainee.model
     metrics: dict[str, Any] = {}
-    for (s, sp), f in evals.items():
-        metrics.setdefault(s, {})[sp] = {"acc@0.5": acc_at_iou(predict(model, f), f.target_px)}
+    predictions = {}
+    for (s, sp), data in evals.items():
+        predictions[s, sp] = score(model, data)
+        metrics.setdefault(s, {})[sp] = {"acc@0.5": acc_at_iou(predictions[s, sp], _targets(data))}
     sigma = trainee.loss.self_paced.sigma.tolist() if trainee.loss.self_paced is not None else None
-    first = evals[(v.eval_sets[0], "val")]
-    pred = predict(model, first)[: p.examples]
+    first, pred = evals[v.eval_sets[0], "val"], predictions[v.eval_sets[0], "val"]
     examples = [
-        {"set": v.eval_sets[0], "split": "val", "expression": first.texts[m], "image": int(first.image[m]),
-         "target": first.target_px[m].tolist(), "predicted": pred[m].tolist()}
+        {"set": v.eval_sets[0], "split": "val", "expression": first.texts[m], "image": _image_of(first, m),
+         "target": _targets(first)[m].tolist(), "predicted": pred[m].tolist()}
         for m in range(min(p.examples, len(first)))
     ]  # fmt: skip
     return RunResult(metrics, examples, sigma, result.history, time.perf_counter() - t0)
+
+
+def _cached_setup(v: SMCIMParams, features_dir: Path):
+    parts = [load_features(features_dir / s / "train.safetensors") for s in v.train_sets]
+    evals = {(s, sp): load_features(features_dir / s / f"{sp}.safetensors") for s in v.eval_sets for sp in EVAL_SPLITS}
+    model = build(cached_config(v, parts[0]))
+    return CachedExpressions(parts), evals, model, [{"params": list(model.parameters()), "name": "fusion"}]
+
+
+def _online_setup(v: SMCIMParams, data_dir: Path, pretrain_dir: Path):
+    from vlrepro.models import load_pretrained
+    from vlrepro.smcim.features import load_text_encoder
+
+    cnn, text = load_pretrained(pretrain_dir / "cnn"), load_text_encoder(v, pretrain_dir)
+    sets = [online.ImageExpressions(data_dir / s / "train", text.tokenizer, v, augment=True) for s in v.train_sets]
+    train = torch.utils.data.ConcatDataset(sets)
+    train.collate = sets[0].collate  # type: ignore[attr-defined]  # one tokenizer and one padding for all sets
+    evals = {(s, sp): online.ImageExpressions(data_dir / s / sp, text.tokenizer, v, augment=False)
+             for s in v.eval_sets for sp in EVAL_SPLITS}  # fmt: skip
+    fusion = build(model_config(v, tuple(cnn.channels[-LEVELS:]), text.hidden_size, sets[0].size))
+    model = online.EndToEnd(cnn, text, fusion, v.text_blocks)
+    groups = [
+        {"params": list(fusion.parameters()), "name": "fusion"},
+        {"params": [*cnn.parameters(), *text.parameters()], "lr": v.train.encoder_lr, "name": "encoders"},
+    ]
+    return train, evals, model, groups
+
+
+def _targets(data: Features | online.ImageExpressions) -> Tensor:
+    return data.target_px if isinstance(data, Features) else data.boxes_px
+
+
+def _image_of(data: Features | online.ImageExpressions, m: int) -> int:
+    return int(data.image[m]) if isinstance(data, Features) else int(data.records[m].image)

@@ -14,6 +14,8 @@ from pydantic import Field, field_validator, model_validator
 from vlrepro.config import Section
 
 EVAL_SPLITS: dict[str, tuple[str, ...]] = {"flickr": ("val", "test"), "refcoco+": ("val", "testA", "testB")}
+PAPER = "AMC"
+CLAIM_METRICS = ("flickr.test.pointing", "refcoco+.testA.pointing", "refcoco+.testB.pointing")  # the card's splits
 _VARIANT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -97,7 +99,7 @@ class AMCParams(Section):
     @classmethod
     def _names(cls, v: dict[str, VariantParams]) -> dict[str, VariantParams]:
         if bad := [n for n in v if not _VARIANT_NAME.match(n)]:
-            raise ValueError(f"variant names {bad} must match {_VARIANT_NAME.pattern} (they name files <variant>-<seed>)")
+            raise ValueError(f"variant names {bad} must match {_VARIANT_NAME.pattern} (files are <variant>-<seed>)")
         return v
 
     @model_validator(mode="after")

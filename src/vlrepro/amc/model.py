@@ -22,7 +22,6 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vlrepro.explain.gradcam import AttentionRecorder, attention_gradcam, upsample
@@ -166,7 +165,8 @@ class ALBEF(nn.Module):
         model.image_proj.load_state_dict(clip.image_proj.state_dict())
         model.text_proj.load_state_dict(clip.text_proj.state_dict())
         model.logit_scale.load_state_dict(clip.logit_scale.state_dict())
-        if mlm_source is not None and mlm_source.mlm_head is not None and mlm_source.config.vocab_size == text_cfg.vocab_size:
+        same_vocab = mlm_source is not None and mlm_source.config.vocab_size == text_cfg.vocab_size
+        if mlm_source is not None and mlm_source.mlm_head is not None and same_vocab:
             src = {k: v for k, v in mlm_source.mlm_head.state_dict().items() if "decoder.weight" not in k}
             model.text.mlm_head.load_state_dict(src, strict=False)  # the decoder stays tied to our embeddings
         model.sync_momentum()

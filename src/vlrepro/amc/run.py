@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vlrepro.amc.config import AMCParams, VariantParams
+from vlrepro.amc.config import CLAIM_METRICS, PAPER, AMCParams, VariantParams
 from vlrepro.amc.data import GroundingSet, RegionPairs, grounding_set, world_split_dir
 from vlrepro.amc.model import ALBEF
 from vlrepro.data.records import load_split
@@ -42,8 +42,6 @@ from vlrepro.models.backbones import images_to_tensor
 from vlrepro.pretrain.mlm import IGNORE
 from vlrepro.train import TrainConfig, evaluating, fit, groups_by_prefix
 
-PAPER = "AMC"
-CLAIM_METRICS = ("flickr.test.pointing", "refcoco+.testA.pointing", "refcoco+.testB.pointing")
 # Parameters that start pre-trained train at encoder_lr; the new ones (cross-attention, ITM head) at lr.
 PRETRAINED_PREFIXES = ("visual.", "text.", "image_proj.", "text_proj.", "logit_scale.")
 
@@ -103,7 +101,8 @@ def albef_amc_loss(
         target_t2i = alpha * torch.softmax(sim_m.t(), 1) + (1 - alpha) * positives
     sim_i2t = scale * image_feat @ text_feat.t()
     itc = -(
-        (F.log_softmax(sim_i2t, 1) * target_i2t).sum(1).mean() + (F.log_softmax(sim_i2t.t(), 1) * target_t2i).sum(1).mean()
+        (F.log_softmax(sim_i2t, 1) * target_i2t).sum(1).mean()
+        + (F.log_softmax(sim_i2t.t(), 1) * target_t2i).sum(1).mean()
     ) / 2
 
     # ITM with hard negatives from the contrastive similarity.
@@ -179,7 +178,9 @@ def grounding_heatmaps(model: ALBEF, data: GroundingSet, layer: int, batch: int 
     return torch.cat(heats)
 
 
-def evaluate_grounding(model: ALBEF, data: GroundingSet, layer: int, batch: int = 256) -> tuple[dict[str, float], Tensor]:
+def evaluate_grounding(
+    model: ALBEF, data: GroundingSet, layer: int, batch: int = 256
+) -> tuple[dict[str, float], Tensor]:
     """``({"pointing", "proposal_acc", "n"}, heatmaps)`` of one evaluation split."""
     heat = grounding_heatmaps(model, data, layer, batch)
     hits = pointing_hits(heat, data.boxes)

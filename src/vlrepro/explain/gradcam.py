@@ -38,7 +38,9 @@ class AttentionRecorder:
         self._handle = self.module.register_forward_hook(self._hook)
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None

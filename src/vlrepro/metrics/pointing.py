@@ -62,7 +62,8 @@ def box_heat_scores(heat: Tensor, proposals: Tensor) -> Tensor:
     ys = torch.arange(h, dtype=heat.dtype, device=heat.device) + 0.5
     xs = torch.arange(w, dtype=heat.dtype, device=heat.device) + 0.5
     x0, y0, x1, y1 = (v.view(-1, 1, 1) for v in proposals.to(heat.dtype).unbind(-1))
-    inside = ((ys.view(1, -1, 1) > y0) & (ys.view(1, -1, 1) < y1)) & ((xs.view(1, 1, -1) > x0) & (xs.view(1, 1, -1) < x1))
+    rows = (ys.view(1, -1, 1) > y0) & (ys.view(1, -1, 1) < y1)
+    inside = rows & (xs.view(1, 1, -1) > x0) & (xs.view(1, 1, -1) < x1)
     area = ((x1 - x0) * (y1 - y0)).view(-1).clamp(min=1e-12)
     return (heat.unsqueeze(0) * inside).flatten(1).sum(1) / area.sqrt()
 

@@ -36,6 +36,7 @@ class ConfigError(ValueError):
 
 def _stage_sections() -> dict[str, type[Section]]:
     # Imported here so that `vlrepro.config` stays importable without torch for a quick check.
+    from vlrepro.amc.config import AMCParams
     from vlrepro.baselines import BaselineParams
     from vlrepro.data.real.config import RealDataConfig
     from vlrepro.data.world.config import WorldConfig
@@ -51,7 +52,8 @@ def _stage_sections() -> dict[str, type[Section]]:
         title: str = "vlrepro — reproducibility report"
         alpha: float = Field(0.05, gt=0, lt=1, description="significance level of claim tests")
 
-    return {"data": DataParams, "pretrain": PretrainParams, "smcim": SMCIMParams, "report": ReportParams}
+    sections = {"data": DataParams, "pretrain": PretrainParams, "amc": AMCParams, "smcim": SMCIMParams}
+    return {**sections, "report": ReportParams}
 
 
 def _params_model() -> type[BaseModel]:

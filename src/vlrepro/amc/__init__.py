@@ -1,0 +1,7 @@
+"""AMC (attention mask consistency, CVPR 2023) on an ALBEF-style model: ``python -m vlrepro.amc --variant V --seed S``.
+
+Modules: ``config`` (the ``amc`` params section), ``model`` (ALBEF: ViT, BERT text + fusion layers with
+cross-attention, ITC/ITM/MLM heads), ``data`` (region descriptions with box masks, grounding evaluation
+sets), ``run`` (losses, training, pointing game, metrics). Kept import-light: ``vlrepro.config`` imports
+``amc.config`` to validate params.yaml.
+"""

@@ -1,0 +1,51 @@
+"""``python -m vlrepro.amc --variant amc --seed 0``: one run of the ``amc`` matrix stage (no notebook: a
+papermill kernel per run would cost more than the run). Paths are relative to the repository root."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def main(argv: list[str] | None = None) -> int:
+    t0 = time.perf_counter()
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--variant", required=True, help="a name under amc.variants in params.yaml")
+    ap.add_argument("--seed", type=int, required=True)
+    args = ap.parse_args(argv)
+
+    from vlrepro.config import ConfigError, find_params_file, load_params
+
+    try:
+        params_file = find_params_file()
+        P = load_params(params_file)
+        P.amc.variant(args.variant)  # type: ignore[attr-defined]
+    except (ConfigError, KeyError) as e:
+        print(f"error: {params_file if 'params_file' in locals() else 'params.yaml'}: {e}", file=sys.stderr)
+        return 2
+    if args.seed < 0:
+        print(f"error: --seed {args.seed}: must be >= 0", file=sys.stderr)
+        return 2
+    import torch
+
+    from vlrepro.amc.run import run
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    root = params_file.parent
+    name = f"{args.variant}-{args.seed}"
+    t_import = time.perf_counter()
+    result = run(
+        P.amc, args.variant, args.seed, root / "data" / "world", root / "checkpoints" / "pretrain",  # type: ignore[attr-defined]
+        metrics_path=root / "reports" / "metrics" / "amc" / f"{name}.json", run_dir=root / "runs" / "amc" / name,
+    )
+    t = result.timing
+    point = {k: round(v["pointing"], 3) for k, v in result.metrics.get("refcoco+", {}).items()}
+    print(f"amc {name}: imports {t_import - t0:.1f} s, setup {t['setup_s']:.1f} s, train {t['train_s']:.1f} s "
+          f"({t['steps']} steps), eval {t['eval_s']:.1f} s; flickr.test pointing "
+          f"{result.metrics.get('flickr', {}).get('test', {}).get('pointing', float('nan')):.3f}, refcoco+ {point}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

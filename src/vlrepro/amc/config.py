@@ -1,0 +1,114 @@
+"""``amc`` section of params.yaml: the AMC reproduction (ALBEF-style model + attention mask consistency).
+
+Variants are named here, each a few overrides of the card's loss settings; dvc.yaml's matrix only lists
+their names. Defaults are the `default` profile (embedded world, 2-core CPU).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from vlrepro.config import Section
+
+EVAL_SPLITS: dict[str, tuple[str, ...]] = {"flickr": ("val", "test"), "refcoco+": ("val", "testA", "testB")}
+PAPER = "AMC"
+CLAIM_METRICS = ("flickr.test.pointing", "refcoco+.testA.pointing", "refcoco+.testB.pointing")  # the card's splits
+_VARIANT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class VariantParams(Section):
+    """One AMC variant: the card's loss (λ1 L_mean + λ2 L_max) with its own weights, box share, GradCAM layer."""
+
+    lambda1: float = Field(0.2, ge=0, description="weight of L_mean (0 = off)")
+    lambda2: float = Field(0.8, ge=0, description="weight of L_max (0 = off)")
+    delta1: float = Field(0.1, ge=0, description="margin Δ1 of L_mean")
+    delta2: float = Field(0.5, ge=0, description="margin Δ2 of L_max")
+    box_share: float = Field(1.0, gt=0, le=1, description="share of training regions whose box mask AMC may use")
+    gradcam_layer: int = Field(0, description="fusion layer (0-based, negative from the last) of the heatmap, "
+                               "for training and evaluation")
+
+
+class AugmentParams(Section):
+    """Joint image + mask augmentation (the card: resize, flip, grey, colour jitter)."""
+
+    flip: bool = Field(True, description="horizontal flip of image and mask; 'left'/'right' swap in the text")
+    crop_scale: float = Field(0.8, gt=0, le=1, description="random crop of side fraction in [crop_scale, 1], "
+                              "resized back (1 = no crop)")
+    jitter: float = Field(0.1, ge=0, lt=1, description="brightness/contrast jitter amplitude (no hue: colour "
+                          "words name the world's objects)")
+    grey_prob: float = Field(0.0, ge=0, le=1, description="probability of a greyscale image (0 on the world, "
+                             "where colour words must stay groundable)")
+
+
+class AMCEvalParams(Section):
+    sets: dict[str, tuple[str, ...]] = Field(
+        default_factory=lambda: dict(EVAL_SPLITS), description="world sets and splits of the pointing game"
+    )
+    max_samples: int | None = Field(None, ge=1, description="first N samples (phrases/expressions) per split")
+    batch_size: int = Field(256, ge=1)
+    heatmap_images: int = Field(6, ge=0, description="fixed samples per figure split whose heatmaps are saved")
+
+    @field_validator("sets")
+    @classmethod
+    def _sets(cls, v: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for name, splits in v.items():
+            if name not in EVAL_SPLITS:
+                raise ValueError(f"unknown evaluation set {name!r}; allowed: {', '.join(EVAL_SPLITS)}")
+            if bad := [s for s in splits if s not in EVAL_SPLITS[name]]:
+                raise ValueError(f"{name}: unknown splits {bad}; allowed: {', '.join(EVAL_SPLITS[name])}")
+        return v
+
+
+class AMCParams(Section):
+    source: Literal["world", "real"] = Field("world", description="world: embedded benchmark; real: data/real "
+                                             "(Visual Genome, Flickr30k Entities, RefCOCO+)")
+    train_set: Literal["vg"] = Field("vg", description="box-annotated region descriptions (one box each)")
+    train_limit: int | None = Field(None, ge=1, description="first N training regions (null = all)")
+    vision_trainable_blocks: int | None = Field(
+        1, ge=0, description="last ViT blocks fine-tuned (null = all, as ALBEF; 0 = frozen ViT). The default "
+        "profile trains one of four: the frozen prefix runs once per batch without autograd (CPU budget)"
+    )  # fmt: skip
+    text_layers: int = Field(2, ge=1, description="BERT layers of the text encoder; the rest become fusion layers")
+    max_len: int = Field(25, ge=4, description="tokens per text ([CLS]/[SEP] included); card: 25")
+    steps: int = Field(150, ge=1)
+    batch_size: int = Field(32, ge=2)
+    lr: float = Field(3e-4, gt=0, description="peak lr of the new parts (cross-attention, ITM head)")
+    encoder_lr: float = Field(1e-4, gt=0, description="peak lr of the pre-trained parts")
+    weight_decay: float = Field(0.02, ge=0)
+    warmup_steps: int = Field(10, ge=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine ends at lr * this (card: 1e-5 -> 1e-6)")
+    mlm_prob: float = Field(0.15, gt=0, lt=1)
+    momentum: float = Field(0.995, ge=0, lt=1, description="EMA of the momentum encoders (ITC distillation)")
+    distill_alpha: float = Field(0.4, ge=0, le=1, description="weight of the momentum model's soft ITC targets")
+    augment: AugmentParams = AugmentParams()
+    eval: AMCEvalParams = AMCEvalParams()
+    variants: dict[str, VariantParams] = Field(
+        default_factory=lambda: {
+            "baseline": VariantParams(lambda1=0, lambda2=0),
+            "mean_only": VariantParams(lambda2=0),
+            "max_only": VariantParams(lambda1=0),
+            "amc": VariantParams(),
+        },
+        description="name -> loss settings; dvc.yaml's amc matrix names them",
+    )
+
+    @field_validator("variants")
+    @classmethod
+    def _names(cls, v: dict[str, VariantParams]) -> dict[str, VariantParams]:
+        if bad := [n for n in v if not _VARIANT_NAME.match(n)]:
+            raise ValueError(f"variant names {bad} must match {_VARIANT_NAME.pattern} (files are <variant>-<seed>)")
+        return v
+
+    @model_validator(mode="after")
+    def _claims_need(self) -> AMCParams:
+        if missing := [n for n in ("baseline", "amc") if n not in self.variants]:
+            raise ValueError(f"variants must define {missing}: the claims compare amc with baseline")
+        return self
+
+    def variant(self, name: str) -> VariantParams:
+        if name not in self.variants:
+            raise KeyError(f"amc.variants has no variant {name!r}; defined: {', '.join(self.variants)}")
+        return self.variants[name]

@@ -1,0 +1,171 @@
+"""AMC's data: region descriptions with box masks for training, phrase/expression sets for the pointing game.
+
+Training samples (``RegionPairs``): one world ``vg`` region description with its single box; the box is
+turned into a pixel mask, and image and mask are augmented together (random crop resized back, flip,
+brightness/contrast jitter, optional greyscale) so the mask keeps covering the region. A flip also swaps
+'left' and 'right' in the text, which would otherwise describe the wrong object. Only a seeded
+``box_share`` of the regions keep their mask (``has_box``): the data-efficiency sweep.
+
+Evaluation samples (``GroundingSet``): Flickr one per phrase (query = the phrase, hit inside any of its
+boxes), RefCOCO+ one per expression. Proposals for the ranking metric are every object box of the scene
+(an oracle detector: the world has exact boxes).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+from torch import Tensor
+
+from vlrepro.amc.config import AugmentParams
+from vlrepro.data.records import Split
+from vlrepro.losses.amc import box_masks
+from vlrepro.models.backbones import images_to_tensor
+from vlrepro.models.text import encode_rows, special_ids
+from vlrepro.pretrain.data import pad_stack, pad_texts
+from vlrepro.pretrain.mlm import IGNORE, mask_tokens
+
+_LEFT_RIGHT = re.compile(r"\b(left|right)\b")
+
+
+def swap_left_right(text: str) -> str:
+    """'a star left of a ring' -> 'a star right of a ring' (whole words only)."""
+    return _LEFT_RIGHT.sub(lambda m: "right" if m.group(1) == "left" else "left", text)
+
+
+def augment(image: Tensor, mask: Tensor, cfg: AugmentParams) -> tuple[Tensor, Tensor, bool]:
+    """Jointly augment ``image`` (3, H, W) in [0, 1] and ``mask`` (H, W); returns them and whether it flipped.
+
+    Draws from torch's global RNG (the training loop seeds it per sample).
+    """
+    _, h, w = image.shape
+    if cfg.crop_scale < 1:
+        s = cfg.crop_scale + (1 - cfg.crop_scale) * float(torch.rand(()))
+        ch, cw = max(1, round(h * s)), max(1, round(w * s))
+        y0 = int(torch.randint(h - ch + 1, ()))
+        x0 = int(torch.randint(w - cw + 1, ()))
+        image = F.interpolate(image[None, :, y0 : y0 + ch, x0 : x0 + cw], size=(h, w), mode="bilinear",
+                              align_corners=False)[0]
+        mask = F.interpolate(mask[None, None, y0 : y0 + ch, x0 : x0 + cw], size=(h, w), mode="nearest")[0, 0]
+    flipped = cfg.flip and bool(torch.rand(()) < 0.5)
+    if flipped:
+        image, mask = image.flip(-1), mask.flip(-1)
+    if cfg.jitter > 0:
+        b = 1 + cfg.jitter * (2 * float(torch.rand(())) - 1)
+        c = 1 + cfg.jitter * (2 * float(torch.rand(())) - 1)
+        mean = image.mean()
+        image = (((image - mean) * c + mean) * b).clamp(0, 1)
+    if cfg.grey_prob > 0 and bool(torch.rand(()) < cfg.grey_prob):
+        grey = (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]).unsqueeze(0)
+        image = grey.expand(3, -1, -1).clone()
+    return image, mask, flipped
+
+
+class RegionPairs(torch.utils.data.Dataset):
+    """``vg`` regions: image, text ids (and an MLM-masked copy), box mask, has_box, image index."""
+
+    def __init__(
+        self,
+        split: Split,
+        tokenizer: Tokenizer,
+        max_len: int,
+        augment_cfg: AugmentParams,
+        mlm_prob: float,
+        box_share: float = 1.0,
+        box_seed: int = 0,
+        limit: int | None = None,
+    ):
+        if split.images is None:
+            raise ValueError("RegionPairs needs a split with images.npy (the embedded world)")
+        records = [r for r in split.records[:limit] if r.boxes]
+        if not records:
+            raise ValueError("no region with a box in the training split")
+        self.images = torch.from_numpy(np.array(split.images))
+        self.index = torch.tensor([int(r.image) for r in records])
+        self.boxes = torch.tensor([r.boxes[0] for r in records], dtype=torch.float32)
+        self.ids = encode_rows(tokenizer, [r.text for r in records], max_len)
+        self.flipped_ids = encode_rows(tokenizer, [swap_left_right(r.text) for r in records], max_len)
+        n_box = max(1, round(box_share * len(records))) if box_share > 0 else 0
+        chosen = np.random.default_rng([box_seed, 7]).permutation(len(records))[:n_box]
+        self.has_box = torch.zeros(len(records), dtype=torch.bool)
+        self.has_box[torch.from_numpy(chosen)] = True
+        sp = special_ids(tokenizer)
+        self.pad_id, self.mask_id = sp["[PAD]"], sp["[MASK]"]
+        self.special = torch.tensor([sp["[CLS]"], sp["[SEP]"], sp["[PAD]"]])
+        self.vocab_size = tokenizer.get_vocab_size()
+        self.augment_cfg, self.mlm_prob = augment_cfg, mlm_prob
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        image = images_to_tensor(self.images[self.index[i]])
+        mask = box_masks(self.boxes[i : i + 1], image.shape[1], image.shape[2])[0]
+        image, mask, flipped = augment(image, mask, self.augment_cfg)
+        ids = self.flipped_ids[i] if flipped else self.ids[i]
+        mlm_ids, labels = mask_tokens(ids, ~torch.isin(ids, self.special), self.mask_id, self.vocab_size,
+                                      self.mlm_prob)
+        return {"image": image, "mask": mask, "ids": ids, "mlm_ids": mlm_ids, "mlm_labels": labels,
+                "has_box": self.has_box[i], "image_id": self.index[i]}
+
+    def collate(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        return {
+            "images": torch.stack([it["image"] for it in items]),
+            "masks": torch.stack([it["mask"] for it in items]),
+            **pad_texts([it["ids"] for it in items], self.pad_id),
+            "mlm_ids": pad_stack([it["mlm_ids"] for it in items], self.pad_id),
+            "mlm_labels": pad_stack([it["mlm_labels"] for it in items], IGNORE),
+            "has_box": torch.stack([it["has_box"] for it in items]),
+            "image_ids": torch.stack([it["image_id"] for it in items]),
+        }
+
+
+@dataclass
+class GroundingSet:
+    """Queries of one evaluation split: image index, text, ground-truth boxes, proposal boxes."""
+
+    name: str
+    images: np.ndarray  # (N, H, W, 3) uint8
+    image_index: list[int]
+    texts: list[str]
+    boxes: list[list[tuple[float, float, float, float]]]
+    proposals: list[list[tuple[float, float, float, float]]]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def grounding_set(split: Split, name: str, limit: int | None = None) -> GroundingSet:
+    """Flickr-style records give one query per phrase; referring records one per expression."""
+    if split.images is None:
+        raise ValueError(f"{name}: the pointing game needs images.npy (the embedded world)")
+    scenes = split.meta.get("scenes")
+    if scenes is None:
+        raise ValueError(f"{name}: records.json meta has no 'scenes' (the proposals of the ranking metric)")
+    index, texts, boxes, proposals = [], [], [], []
+    for r in split.records:
+        image = int(r.image)
+        props = [tuple(float(v) for v in o["box"]) for o in scenes[image]]
+        for p in r.phrases:
+            index.append(image)
+            texts.append(r.text[p.start : p.end])
+            boxes.append([r.boxes[b] for b in p.box_ids])
+            proposals.append(props)
+    if limit is not None:
+        index, texts, boxes, proposals = index[:limit], texts[:limit], boxes[:limit], proposals[:limit]
+    if not texts:
+        raise ValueError(f"{name}: no phrase with a box to evaluate")
+    return GroundingSet(name, np.asarray(split.images), index, texts, boxes, proposals)
+
+
+def world_split_dir(data_dir: Path, name: str, split: str) -> Path:
+    folder = Path(data_dir) / name / split
+    if not (folder / "records.json").is_file():
+        raise FileNotFoundError(f"{folder}/records.json: missing; run the `data` stage (dvc repro data) first")
+    return folder

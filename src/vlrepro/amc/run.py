@@ -1,0 +1,302 @@
+"""One AMC run (variant × seed): train the ALBEF-style model with ITC + ITM + MLM (+ AMC), then the pointing game.
+
+Training loss per batch of B region descriptions (``albef_amc_loss``):
+
+- **ITC**: image [CLS] and text [CLS] projections, InfoNCE with soft targets ``α·softmax(momentum sims) +
+  (1-α)·positives`` (texts of the same image are positives), ALBEF's momentum distillation without the queue;
+- **ITM**: the fusion encoder on B positive pairs and 2B hard negatives (per text an image, per image a text,
+  drawn ∝ softmax of the contrastive similarity, same-image pairs excluded), 2-way cross-entropy;
+- **MLM**: BERT masking of the text, fused with its image, tied-decoder cross-entropy;
+- **AMC** (variants with λ1 or λ2 > 0): GradCAM of the summed match logits of the positive pairs that keep a
+  box, at the variant's fusion layer, with ``create_graph=True``; ReLU, min-max normalised, upsampled to the
+  mask size; ``λ1·L_mean + λ2·L_max``. Its gradient reaches every parameter before that layer (second order).
+
+Outputs: ``reports/metrics/amc/<variant>-<seed>.json`` (metrics + claim rows) and
+``runs/amc/<variant>-<seed>/`` (``history.json``, ``heatmaps.npz`` of fixed samples, ``timing.json``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vlrepro.amc.config import CLAIM_METRICS, PAPER, AMCParams, VariantParams
+from vlrepro.amc.data import GroundingSet, RegionPairs, grounding_set, world_split_dir
+from vlrepro.amc.model import ALBEF
+from vlrepro.data.records import load_split
+from vlrepro.explain.gradcam import AttentionRecorder, attention_gradcam, upsample
+from vlrepro.io import write_json, write_metrics
+from vlrepro.losses.amc import AMCWeights, amc_loss, normalise_per_sample
+from vlrepro.metrics.pointing import pointing_hits, proposal_hit
+from vlrepro.models import load_pretrained
+from vlrepro.models.backbones import images_to_tensor
+from vlrepro.pretrain.mlm import IGNORE
+from vlrepro.train import TrainConfig, evaluating, fit, groups_by_prefix
+
+# Parameters that start pre-trained train at encoder_lr; the new ones (cross-attention, ITM head) at lr.
+PRETRAINED_PREFIXES = ("visual.", "text.", "image_proj.", "text_proj.", "logit_scale.")
+
+
+def claim_rows(variants: list[str] | tuple[str, ...]) -> list[dict[str, Any]]:
+    """The card's claims (1) and (2) as ledger rows, for the variants this params file defines.
+
+    Claim (3), larger gains with fewer boxes, compares differences of differences; the notebook decides it.
+    """
+    rows = []
+    for metric in CLAIM_METRICS:
+        rows.append({"paper": PAPER, "claim": "AMC beats the same model trained without it (pointing game)",
+                     "metric": metric, "variant": "amc", "reference_variant": "baseline", "higher_is_better": True})
+        for single in ("mean_only", "max_only"):
+            if single in variants:
+                rows.append({"paper": PAPER, "claim": "both margins help: L_mean + L_max beats either alone",
+                             "metric": metric, "variant": "amc", "reference_variant": single,
+                             "higher_is_better": True})
+    return rows
+
+
+# --- training -------------------------------------------------------------------------------------------
+
+
+def _negatives(sim: Tensor, same: Tensor) -> Tensor:
+    """One index per row drawn ∝ softmax(sim) over the other images' entries (uniform if a row has none)."""
+    weights = torch.softmax(sim.float(), dim=1).masked_fill(same, 0.0)
+    empty = weights.sum(1, keepdim=True) <= 0
+    weights = torch.where(empty, torch.ones_like(weights), weights)
+    return torch.multinomial(weights, 1).squeeze(1)
+
+
+def albef_amc_loss(
+    model: ALBEF, batch: dict[str, Tensor], variant: VariantParams
+) -> dict[str, Tensor]:
+    """ITC + ITM + MLM (+ AMC) of one batch; see the module docstring. ``model`` is the bare ALBEF."""
+    images, ids, mask = batch["images"], batch["input_ids"], batch["attention_mask"]
+    image_ids = batch["image_ids"]
+    b = len(images)
+    same = image_ids.unsqueeze(0) == image_ids.unsqueeze(1)
+    positives = same.float() / same.float().sum(1, keepdim=True)
+
+    with torch.no_grad():
+        model.update_momentum()
+    image_tokens, image_tokens_m = model.encode_image_with_momentum(images)
+    text_hidden = model.encode_text(ids, mask)
+    image_feat = F.normalize(model.image_proj(model.visual.pool(image_tokens)), dim=-1)
+    text_feat = F.normalize(model.text_proj(text_hidden[:, 0]), dim=-1)
+    scale = model.logit_scale()
+    with torch.no_grad():
+        mom = model.momentum
+        image_m = F.normalize(mom["image_proj"](model.visual.pool(image_tokens_m.detach())), dim=-1)
+        text_m = F.normalize(mom["text_proj"](mom["text"](ids, mask)[:, 0]), dim=-1)
+        sim_m = scale * image_m @ text_m.t()
+        alpha = model.config.distill_alpha
+        target_i2t = alpha * torch.softmax(sim_m, 1) + (1 - alpha) * positives
+        target_t2i = alpha * torch.softmax(sim_m.t(), 1) + (1 - alpha) * positives
+    sim_i2t = scale * image_feat @ text_feat.t()
+    itc = -(
+        (F.log_softmax(sim_i2t, 1) * target_i2t).sum(1).mean()
+        + (F.log_softmax(sim_i2t.t(), 1) * target_t2i).sum(1).mean()
+    ) / 2
+
+    # ITM with hard negatives from the contrastive similarity.
+    with torch.no_grad():
+        neg_image = _negatives(sim_i2t.t().detach(), same)  # per text: an image
+        neg_text = _negatives(sim_i2t.detach(), same)  # per image: a text
+    image_all = torch.cat([image_tokens, image_tokens[neg_image], image_tokens])
+    text_all = torch.cat([text_hidden, text_hidden, text_hidden[neg_text]])
+    mask_all = torch.cat([mask, mask, mask[neg_text]])
+    use_amc = (variant.lambda1 > 0 or variant.lambda2 > 0) and bool(batch["has_box"].any())
+    with AttentionRecorder(model.attention_module(variant.gradcam_layer)) as rec:
+        logits = model.itm_logits(image_all, text_all, mask_all)
+    labels = torch.cat([torch.ones(b), torch.zeros(2 * b)]).long().to(logits.device)
+    itm = F.cross_entropy(logits, labels)
+
+    mlm_hidden = model.fuse(model.encode_text(batch["mlm_ids"], mask), mask, image_tokens)
+    mlm_logits = model.text.mlm_logits(mlm_hidden)
+    mlm = F.cross_entropy(mlm_logits.flatten(0, 1), batch["mlm_labels"].flatten(), ignore_index=IGNORE)
+
+    terms = {"itc": itc, "itm": itm, "mlm": mlm}
+    loss = itc + itm + mlm
+    if use_amc:
+        keep = batch["has_box"]
+        heat = attention_gradcam(logits[:b][keep, 1].sum(), rec.last, mask_all, model.grid,
+                                 model.visual.num_prefix_tokens, create_graph=True)[:b][keep]
+        heat = normalise_per_sample(upsample(heat, tuple(batch["masks"].shape[-2:])))
+        w = AMCWeights(variant.delta1, variant.delta2, variant.lambda1, variant.lambda2)
+        amc = amc_loss(heat, batch["masks"][keep], w)
+        loss = loss + amc["amc"]
+        terms |= {"amc": amc["amc"].detach(), "amc_mean": amc["amc_mean"], "amc_max": amc["amc_max"]}
+    return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
+
+
+def _loss_fn(model: torch.nn.Module, batch: dict[str, Tensor], variant: VariantParams) -> dict[str, Tensor]:
+    bare = model.module if hasattr(model, "module") else model
+    return albef_amc_loss(bare, batch, variant)  # type: ignore[arg-type]
+
+
+# --- evaluation -----------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def _image_tokens(model: ALBEF, images: np.ndarray, index: list[int], batch: int) -> dict[int, Tensor]:
+    device = next(model.parameters()).device
+    unique = sorted(set(index))
+    out: dict[int, Tensor] = {}
+    for start in range(0, len(unique), batch):
+        chunk = unique[start : start + batch]
+        tokens = model.encode_image(images_to_tensor(images[chunk]).to(device))
+        out.update(zip(chunk, tokens, strict=True))
+    return out
+
+
+def grounding_heatmaps(model: ALBEF, data: GroundingSet, layer: int, batch: int = 256) -> Tensor:
+    """``(N, H, W)`` GradCAM heatmaps (image resolution) of every query of ``data`` at fusion ``layer``."""
+    device = next(model.parameters()).device
+    tokens = _image_tokens(model, data.images, data.image_index, batch)
+    size = tuple(data.images.shape[1:3])
+    heats = []
+    with evaluating(model):
+        for start in range(0, len(data), batch):
+            sl = slice(start, start + batch)
+            enc = model.text.tokenize(data.texts[sl])
+            ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+            image_tokens = torch.stack([tokens[i] for i in data.image_index[sl]])
+            with torch.no_grad():
+                text_hidden = model.encode_text(ids, mask)
+            with AttentionRecorder(model.attention_module(layer)) as rec:
+                logits = model.itm_logits(image_tokens, text_hidden, mask)
+                heat = attention_gradcam(logits[:, 1].sum(), rec.last, mask, model.grid,
+                                         model.visual.num_prefix_tokens)
+            heats.append(upsample(heat.detach(), size).cpu())  # type: ignore[arg-type]
+    return torch.cat(heats)
+
+
+def evaluate_grounding(
+    model: ALBEF, data: GroundingSet, layer: int, batch: int = 256
+) -> tuple[dict[str, float], Tensor]:
+    """``({"pointing", "proposal_acc", "n"}, heatmaps)`` of one evaluation split."""
+    heat = grounding_heatmaps(model, data, layer, batch)
+    hits = pointing_hits(heat, data.boxes)
+    ranked = [proposal_hit(h, p, t) for h, p, t in zip(heat, data.proposals, data.boxes, strict=True)]
+    return {"pointing": sum(hits) / len(hits), "proposal_acc": sum(ranked) / len(ranked), "n": len(hits)}, heat
+
+
+# --- one run --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    metrics: dict[str, Any]
+    history: list[dict[str, float]]
+    timing: dict[str, float]
+    model: ALBEF
+
+
+def _check_source(params: AMCParams) -> None:
+    if params.source == "real":
+        raise NotImplementedError(
+            "amc.source = 'real': the AMC stage reads only the embedded world so far. It would need data/real/"
+            "visual_genome/train, data/real/flickr30k_entities/{val,test} and data/real/refcoco+/{val,testA,testB} "
+            "(data.real.visual_genome / flickr30k_entities / refer) plus file-backed image loading at the "
+            "ViT's input size, which this stage does not implement yet; use source: world"
+        )
+
+
+def build_model(params: AMCParams, ckpt_dir: Path, seed: int) -> ALBEF:
+    """ALBEF from the pretrain stage's dual encoder (+ the text checkpoint's MLM head); new parts seeded."""
+    clip = load_pretrained(Path(ckpt_dir) / "clip")
+    text_dir = Path(ckpt_dir) / "text"
+    text = load_pretrained(text_dir) if (text_dir / "config.json").is_file() else None
+    torch.manual_seed(seed)
+    return ALBEF.from_dual_encoder(
+        clip, params.text_layers, text, momentum=params.momentum, distill_alpha=params.distill_alpha,  # type: ignore[arg-type]
+        vision_trainable_blocks=params.vision_trainable_blocks,  # type: ignore[arg-type]
+    )
+
+
+def run(
+    params: AMCParams,
+    variant_name: str,
+    seed: int,
+    data_dir: Path,
+    ckpt_dir: Path,
+    metrics_path: Path | None = None,
+    run_dir: Path | None = None,
+) -> RunResult:
+    """Train and evaluate one variant with one seed; write the metrics JSON and run artefacts if paths given."""
+    _check_source(params)
+    variant = params.variant(variant_name)
+    t0 = time.perf_counter()
+    model = build_model(params, ckpt_dir, seed)
+    n_fusion = len(model.fusion)
+    if not -n_fusion <= variant.gradcam_layer < n_fusion:
+        raise ValueError(f"amc.variants.{variant_name}.gradcam_layer = {variant.gradcam_layer}: the model has "
+                         f"{n_fusion} fusion layers (text_layers = {params.text_layers} of the BERT's layers)")
+    train_split = load_split(world_split_dir(data_dir, params.train_set, "train"))
+    train = RegionPairs(train_split, model.text.tokenizer, params.max_len, params.augment, params.mlm_prob,
+                        variant.box_share, box_seed=seed, limit=params.train_limit)  # type: ignore[arg-type]
+    eval_sets = {
+        f"{name}.{split}": grounding_set(load_split(world_split_dir(data_dir, name, split)), f"{name}/{split}",
+                                         params.eval.max_samples)
+        for name, splits in params.eval.sets.items() for split in splits
+    }
+    t_setup = time.perf_counter()
+
+    cfg = TrainConfig(
+        steps=params.steps, batch_size=params.batch_size, lr=params.lr, weight_decay=params.weight_decay,
+        warmup_steps=params.warmup_steps, min_lr_ratio=params.min_lr_ratio, seed=seed, progress=False,
+        ckpt_every=0, resume=False, log_every=max(1, params.steps // 20), device="auto",
+    )  # fmt: skip
+    groups = groups_by_prefix(model, dict.fromkeys(PRETRAINED_PREFIXES, params.encoder_lr))
+    with tempfile.TemporaryDirectory(prefix="amc_") as tmp:
+        result = fit(model, train, partial(_loss_fn, variant=variant), cfg, tmp, param_groups=groups,
+                     collate_fn=train.collate, run_id=f"amc-{variant_name}-{seed}")
+    t_train = time.perf_counter()
+
+    metrics: dict[str, Any] = {"train": {k: v for k, v in result.metrics.items() if k != "step"}}
+    heatmaps: dict[str, np.ndarray] = {}
+    model.eval()
+    for key, data in eval_sets.items():
+        name, split = key.split(".", 1)
+        scores, heat = evaluate_grounding(model, data, variant.gradcam_layer, params.eval.batch_size)
+        metrics.setdefault(name, {})[split] = scores
+        k = params.eval.heatmap_images
+        if k and key in ("flickr.test", "refcoco+.testA", "refcoco+.testB"):
+            heatmaps[key] = heat[:k].numpy().astype(np.float32)
+    t_eval = time.perf_counter()
+    timing = {"setup_s": t_setup - t0, "train_s": t_train - t_setup, "eval_s": t_eval - t_train,
+              "total_s": t_eval - t0, "steps": params.steps}
+
+    if metrics_path is not None:
+        write_metrics(metrics_path, "amc", metrics, variant=variant_name, seed=seed,
+                      claims=claim_rows(tuple(params.variants)))
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        write_json(run_dir / "history.json", result.history)
+        write_json(run_dir / "timing.json", timing)
+        _save_heatmaps(run_dir / "heatmaps.npz", heatmaps, eval_sets)
+    return RunResult(metrics, result.history, timing, model)
+
+
+def _save_heatmaps(path: Path, heatmaps: dict[str, np.ndarray], eval_sets: dict[str, GroundingSet]) -> None:
+    """Heatmaps of the first samples of the figure splits, with their images, texts and boxes (npz, atomic)."""
+    from vlrepro.io import atomic_write
+
+    arrays: dict[str, np.ndarray] = {}
+    for key, heat in heatmaps.items():
+        data, k = eval_sets[key], len(heat)
+        arrays[f"{key}/heat"] = heat
+        arrays[f"{key}/image"] = np.asarray(data.images[data.image_index[:k]])
+        arrays[f"{key}/text"] = np.array(data.texts[:k])
+        boxes = np.full((k, max(len(b) for b in data.boxes[:k]), 4), np.nan, dtype=np.float32)
+        for i, bs in enumerate(data.boxes[:k]):
+            boxes[i, : len(bs)] = bs
+        arrays[f"{key}/boxes"] = boxes
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))

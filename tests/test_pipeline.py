@@ -105,6 +105,22 @@ def test_smoke_smcim_runs_every_variant_and_seed_and_states_its_claims(smoke_rep
 
 
 @pytest.mark.pipeline
+def test_smoke_amc_runs_every_variant_and_seed_and_states_its_claims(smoke_repo):
+    work, _ = smoke_repo
+    matrix = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]["amc"]["matrix"]
+    for variant in matrix["variant"]:
+        for seed in matrix["seed"]:
+            doc = json.loads((work / "reports" / "metrics" / "amc" / f"{variant}-{seed}.json").read_text())
+            assert (doc["stage"], doc["variant"], doc["seed"]) == ("amc", variant, seed)
+            assert 0 <= doc["metrics"]["flickr"]["test"]["pointing"] <= 1
+    with open(work / "reports" / "claims.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["paper"] == "AMC"]
+    assert {r["reference_variant"] for r in rows} >= {"baseline", "mean_only", "max_only"}
+    assert all(r["verdict"] for r in rows)
+    assert "<html" in (work / "reports" / "notebooks" / "20_amc.html").read_text().lower()
+
+
+@pytest.mark.pipeline
 def test_second_repro_is_a_no_op(smoke_repo):
     work, env = smoke_repo
     t0 = time.perf_counter()

@@ -15,13 +15,14 @@ from vlrepro.pretrain.data import train_texts
 from vlrepro.smcim import augment, features
 from vlrepro.smcim.config import AugmentParams, SMCIMParams
 from vlrepro.smcim.run import train_and_evaluate
+from vlrepro.transforms import swap_left_right
 
 
 def test_swap_left_right_whole_words_only():
-    assert augment.swap_left_right("the leftmost circle left of the Right star") == (
+    assert swap_left_right("the leftmost circle left of the Right star") == (
         "the rightmost circle right of the Left star"
     )
-    assert augment.swap_left_right("a bright cleft") == "a bright cleft"
+    assert swap_left_right("a bright cleft") == "a bright cleft"
 
 
 def test_box_transform_follows_the_image():

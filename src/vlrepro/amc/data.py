@@ -13,7 +13,6 @@ boxes), RefCOCO+ one per expression. Proposals for the ranking metric are every 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,13 +29,7 @@ from vlrepro.models.backbones import images_to_tensor
 from vlrepro.models.text import encode_rows, special_ids
 from vlrepro.pretrain.data import pad_stack, pad_texts
 from vlrepro.pretrain.mlm import IGNORE, mask_tokens
-
-_LEFT_RIGHT = re.compile(r"\b(left|right)\b")
-
-
-def swap_left_right(text: str) -> str:
-    """'a star left of a ring' -> 'a star right of a ring' (whole words only)."""
-    return _LEFT_RIGHT.sub(lambda m: "right" if m.group(1) == "left" else "left", text)
+from vlrepro.transforms import swap_left_right
 
 
 def augment(image: Tensor, mask: Tensor, cfg: AugmentParams) -> tuple[Tensor, Tensor, bool]:

@@ -1,6 +1,6 @@
 """SMCIM's training augmentations, applied jointly to an image, its boxes and (for the flip) its texts.
 
-- horizontal flip, with "left" and "right" swapped in the expressions so they stay true;
+- horizontal flip (the expressions get "left" and "right" swapped: ``vlrepro.transforms``);
 - random affine: zoom and shift (no rotation or shear, which would make the axis-aligned boxes loose);
 - colour jitter (brightness, contrast, saturation) and Gaussian blur, which leave the boxes alone.
 
@@ -9,7 +9,6 @@ Images are float ``(N, 3, H, W)`` in [0, 1]; boxes pixel xyxy.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
@@ -17,19 +16,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vlrepro.smcim.config import AugmentParams
-
-_SWAP = {"left": "right", "right": "left", "leftmost": "rightmost", "rightmost": "leftmost"}
-_LATERAL = re.compile(r"\b(" + "|".join(_SWAP) + r")\b", re.IGNORECASE)
-
-
-def swap_left_right(text: str) -> str:
-    """'the leftmost circle, left of the star' -> 'the rightmost circle, right of the star' (whole words only)."""
-
-    def swap(m: re.Match[str]) -> str:
-        word = _SWAP[m.group(0).lower()]
-        return word.capitalize() if m.group(0)[0].isupper() else word
-
-    return _LATERAL.sub(swap, text)
 
 
 @dataclass(frozen=True)

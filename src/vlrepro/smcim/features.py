@@ -33,8 +33,9 @@ from tqdm.auto import tqdm
 from vlrepro.data.records import load_split
 from vlrepro.io import atomic_path, write_json
 from vlrepro.metrics.boxes import xyxy_to_cxcywh
-from vlrepro.smcim.augment import apply_view, draw_view, swap_left_right, transform_boxes
+from vlrepro.smcim.augment import apply_view, draw_view, transform_boxes
 from vlrepro.smcim.config import EVAL_SPLITS, SMCIMParams
+from vlrepro.transforms import swap_left_right
 
 LEVELS = 3  # CNN stages kept: the last three (SMCIM's multi-stage visual features)
 

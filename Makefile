@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 
 install: $(STAMP)
 
-repro: install
+repro: install  # matrix runs in parallel (one per core, recorded in dvc.lock), then the rest of the pipeline
+	$(BIN)/python -m vlrepro.matrix
 	$(BIN)/dvc repro
 
 test: lint

@@ -40,10 +40,12 @@ def test_boxes_are_normalised_and_ignore_padded_words(cls):
     torch.manual_seed(0)
     model = cls(CFG).eval()
     maps, words, mask = inputs()
-    boxes = model(maps, words, mask)
+    boxes, cells = model(maps, words, mask)
     assert boxes.shape == (3, 4) and boxes.min() >= 0 and boxes.max() <= 1
+    assert cells.shape == (3, CFG.grid[0] * CFG.grid[1])
     words[0, :, 4:] = 50.0
-    torch.testing.assert_close(model(maps, words, mask), boxes)
+    torch.testing.assert_close(model(maps, words, mask).boxes, boxes)
+    torch.testing.assert_close(model(maps, words, mask).cell_logits, cells)
 
 
 @pytest.mark.parametrize("levels", [1, 2, 3])
@@ -53,10 +55,10 @@ def test_levels_select_the_last_stages_and_blocks(levels):
     model = SMCIM(cfg).eval()
     assert len(model.stage1) == levels and model.head[0].in_features == levels * CFG.dim
     maps, words, mask = inputs()
-    base = model(maps, words, mask)
+    base = model(maps, words, mask).boxes
     maps[0] = maps[0] + 10.0  # the finest stage: used only with 3 levels
     words[:, 0] += 10.0  # the first (shallowest) block: likewise
-    assert torch.allclose(model(maps, words, mask), base) == (levels < 3)
+    assert torch.allclose(model(maps, words, mask).boxes, base) == (levels < 3)
 
 
 def test_config_errors_name_the_value():
@@ -79,7 +81,7 @@ def test_learns_a_tiny_set(cls):
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     first = None
     for _ in range(150):
-        loss = (model(maps, words, mask) - target).abs().sum(-1).mean()
+        loss = (model(maps, words, mask).boxes - target).abs().sum(-1).mean()
         first = first if first is not None else loss.item()
         opt.zero_grad()
         loss.backward()

@@ -46,8 +46,10 @@ def smoke_repo(tmp_path_factory):
     sh("git", "add", "-A", cwd=work, env=env)
     sh("git", "commit", "-qm", "smoke", cwd=work, env=env)
     t0 = time.perf_counter()
+    sh(sys.executable, "-m", "vlrepro.matrix", "--jobs", "2", cwd=work, env=env)  # what `make repro` runs first
+    t_matrix = time.perf_counter()
     sh("dvc", "repro", cwd=work, env=env)
-    print(f"\nsmoke pipeline: {time.perf_counter() - t0:.1f} s")
+    print(f"\nsmoke pipeline: {time.perf_counter() - t0:.1f} s (matrix runner {t_matrix - t0:.1f} s)")
     return work, env
 
 
@@ -100,6 +102,16 @@ def test_smoke_smcim_runs_every_variant_and_seed_and_states_its_claims(smoke_rep
         rows = [r for r in csv.DictReader(f) if r["paper"] == "SMCIM"]
     assert {r["reference_variant"] for r in rows} >= {"levels_1", "no_self_paced", "transformer"}
     assert all(r["n_seeds"] == "3" and r["verdict"] for r in rows)
+    history = json.loads((work / "reports" / "runs" / "smcim" / "full-0" / "history.json").read_text())
+    assert [h["step"] for h in history if "val_acc@0.5" in h] == [2, 4]  # the learning curve (smoke eval_every 2)
+    with open(work / "reports" / "gates.csv") as f:
+        gates = [r for r in csv.DictReader(f) if r["paper"] == "SMCIM"]
+    assert {r["variant"] for r in gates} == set(matrix["variant"])
+    for r in gates:  # the bar is twice the random-object control, and passed says whether the value clears it
+        assert float(r["bar"]) == pytest.approx(2 * float(r["control_value"]), rel=1e-5)
+        assert (r["passed"] == "True") == (float(r["value"]) >= float(r["bar"]))
+    failed = {r["variant"] for r in gates if r["passed"] != "True"}
+    assert all(r["verdict"] == "not testable" for r in rows if {r["variant"], r["reference_variant"]} & failed)
     assert "figures/smcim_ablations.png" in (work / "reports" / "REPORT.md").read_text()
     assert "<html" in (work / "reports" / "notebooks" / "30_smcim.html").read_text().lower()
 
@@ -122,6 +134,7 @@ def test_smoke_amc_runs_every_variant_and_seed_and_states_its_claims(smoke_repo)
 
 @pytest.mark.pipeline
 def test_second_repro_is_a_no_op(smoke_repo):
+    # also shows that the matrix runner's `dvc commit` left dvc.lock as `dvc repro` would have
     work, env = smoke_repo
     t0 = time.perf_counter()
     out = sh("dvc", "repro", cwd=work, env=env)

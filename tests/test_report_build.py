@@ -1,4 +1,4 @@
-"""build_report end to end on a data stage and a fake paper stage (2 variants × 3 seeds, with claims)."""
+"""build_report end to end on a data stage and a fake paper stage (2 variants × 3 seeds, with claims and gates)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from vlrepro.io import write_metrics
-from vlrepro.report import LEDGER_COLUMNS, PAPERS, build_report
+from vlrepro.report import GATE_COLUMNS, LEDGER_COLUMNS, PAPERS, build_report
 from vlrepro.report.claims import ClaimError
 from vlrepro.report.collect import MetricsError, collect, summarize
 from vlrepro.report.figures import FigureHintError
@@ -49,6 +49,12 @@ CLAIMS = [
     claim("no-AMC improves pointing", "refcoco+.testA.pointing", variant="no_amc", reference_variant="amc"),
     claim("AMC helps a noisy metric", "noisy"),
 ]
+# both variants clear 2 × chance on pointing (bar 0.5; means 0.82 and 0.71), so the t-tests decide the claims
+GATES = [
+    {"paper": "AMC", "variant": v, "metric": "refcoco+.testA.pointing", "control": "chance", "control_value": 0.25,
+     "rule": "times", "margin": 2.0}
+    for v in AMC_RUNS
+]  # fmt: skip
 EXPECTED_VERDICTS = {
     "AMC improves pointing": "reproduced",
     "AMC explanations are more faithful": "reproduced",
@@ -62,8 +68,10 @@ def write_fixture(root):
     for variant, seeds in AMC_RUNS.items():
         for seed, (pointing, deletion, noisy) in seeds.items():
             metrics = {"refcoco+": {"testA": {"pointing": pointing}}, "cub.deletion": deletion, "noisy": noisy}
-            # every seed file carries the same claims; the ledger must count each once
-            write_metrics(root / "amc" / f"{variant}-{seed}.json", "amc", metrics, variant, seed, claims=CLAIMS)
+            # every seed file carries the same claims and gates; the ledger must count each once
+            write_metrics(
+                root / "amc" / f"{variant}-{seed}.json", "amc", metrics, variant, seed, claims=CLAIMS, gates=GATES
+            )
     return root
 
 
@@ -90,10 +98,13 @@ def section(text, heading):
 
 def test_writes_the_files(built):
     _, out, result = built
-    for name in ("REPORT.md", "report.html", "claims.csv", "report_figures/data.png", "report_figures/amc.png"):
+    for name in (
+        "REPORT.md", "report.html", "claims.csv", "gates.csv", "report_figures/data.png", "report_figures/amc.png",
+    ):  # fmt: skip
         assert (out / name).is_file(), name
+    assert result["gates_csv"] == out / "gates.csv"
     assert result["stages"] == ["data", "amc"]
-    assert result["verdicts"] == {"reproduced": 2, "not reproduced": 1, "inconclusive": 1}
+    assert result["verdicts"] == {"reproduced": 2, "not reproduced": 1, "inconclusive": 1, "not testable": 0}
     assert not list(out.rglob("*.tmp"))
 
 
@@ -106,12 +117,19 @@ def test_report_sections(built):
         "## Our results",
         "### Stage `data`",
         "### Stage `amc`",
+        "## Learning gates",
+        "### Gates of stage `amc`",
         "## Claims ledger",
         "## Paper-reported numbers",
         *(f"### {p}" for p in PAPERS),
     ):
         assert f"\n{heading}\n" in md, heading
-    assert md.index("## Our results") < md.index("## Claims ledger") < md.index("## Paper-reported numbers")
+    assert (
+        md.index("## Our results")
+        < md.index("## Learning gates")
+        < md.index("## Claims ledger")
+        < md.index("## Paper-reported numbers")
+    )
 
 
 def md_table(text):
@@ -188,9 +206,29 @@ def test_claims_csv(built):
     assert row["reference_mean"] == pytest.approx(statistics.mean(ref), rel=1e-5)
     assert row["reference_std"] == pytest.approx(statistics.stdev(ref), rel=1e-5)
     assert row["n_seeds"] == 3 and row["test"].startswith("paired t-test")  # both variants ran seeds 0, 1, 2
+    assert list(ledger["gates"]) == ["passed"] * len(CLAIMS)
     md = (out / "REPORT.md").read_text()
     claims_md = section(md, "## Claims ledger")
     assert all(f"| {c} " in claims_md for c in EXPECTED_VERDICTS)
+    assert "not testable: 0" in claims_md
+
+
+def test_gates_csv_and_table(built):
+    _, out, _ = built
+    gates = pd.read_csv(out / "gates.csv")
+    assert list(gates.columns) == GATE_COLUMNS  # the 6 copies of each gate count once
+    assert list(gates["variant"]) == ["amc", "no_amc"]
+    for variant, row in gates.set_index("variant").iterrows():
+        pointing = statistics.mean(r[0] for r in AMC_RUNS[variant].values())
+        assert row["value"] == pytest.approx(pointing, rel=1e-5)
+        assert (row["control_value"], row["bar"], row["n_seeds"]) == pytest.approx((0.25, 0.5, 3))
+        assert row["passed"]
+    header, rows = md_table(section((out / "REPORT.md").read_text(), "### Gates of stage `amc`"))
+    assert header == ["variant", "metric", "value", "control", "control value", "bar", "passed"]
+    assert rows == [
+        ["amc", "refcoco+.testA.pointing", "0.82", "chance", "0.25", "0.5 (2 × control)", "yes"],
+        ["no_amc", "refcoco+.testA.pointing", "0.71", "chance", "0.25", "0.5 (2 × control)", "yes"],
+    ]
 
 
 def test_html_is_self_contained(built):
@@ -209,7 +247,9 @@ def test_deterministic_and_independent_of_location(built, tmp_path):
     metrics, out, _ = built
     other_metrics = write_fixture(tmp_path / "elsewhere")
     build_report(other_metrics, tmp_path / "out", "Test report", 0.05)
-    for name in ("REPORT.md", "claims.csv", "report.html", "report_figures/amc.png", "report_figures/data.png"):
+    for name in (
+        "REPORT.md", "claims.csv", "gates.csv", "report.html", "report_figures/amc.png", "report_figures/data.png",
+    ):  # fmt: skip
         assert (tmp_path / "out" / name).read_bytes() == (out / name).read_bytes(), name
 
 
@@ -223,7 +263,9 @@ def test_data_stage_alone_and_stale_figures_removed(tmp_path):
     assert result["stages"] == ["data"] and result["verdicts"] == {v: 0 for v in result["verdicts"]}
     assert sorted(p.name for p in (out / "report_figures").iterdir()) == ["data.png"]
     assert "No stage has stated a claim yet." in (out / "REPORT.md").read_text()
+    assert "No stage has defined a learning gate yet" in (out / "REPORT.md").read_text()
     assert (out / "claims.csv").read_text().splitlines()[0].startswith("paper,claim,metric,")
+    assert (out / "gates.csv").read_text() == ",".join(GATE_COLUMNS) + "\n"
 
 
 def test_summarize_matches_independent_mean_std(tmp_path):

@@ -165,8 +165,14 @@ def _collection(runs: dict[str, dict[int, float]]) -> Collection:
         "reference_variant": "base",
         "higher_is_better": True,
     }
+    # both variants clear an absolute bar of 0.5 (their means are 4 and 2), so the t-test decides the claim
+    gates = [
+        {"paper": "AMC", "variant": v, "metric": "m", "control": "none", "control_value": 0.0, "rule": "min",
+         "margin": 0.5}
+        for v in ("amc", "base")
+    ]  # fmt: skip
     files = [
-        MetricsFile(f"amc/{v}-{seed}.json", "amc", v, seed, {"m": x}, [claim], None)
+        MetricsFile(f"amc/{v}-{seed}.json", "amc", v, seed, {"m": x}, [claim], None, gates)
         for v, seeds in runs.items()
         for seed, x in seeds.items()
     ]
@@ -181,7 +187,7 @@ def test_ledger_pairs_matched_seeds_and_records_the_test():
     row = paired.iloc[0]
     assert row["test"].startswith("paired t-test") and row["n_seeds"] == 3
     assert row["p_value"] == pytest.approx(float(stats.t.sf(2 * math.sqrt(3), 2)), rel=1e-9)
-    assert row["verdict"] == REPRODUCED
+    assert row["verdict"] == REPRODUCED and row["gates"] == "passed"
     welch = claims_ledger(_collection({"amc": {0: 2.0, 1: 4.0, 2: 6.0}, "base": {0: 1.0, 1: 2.0, 5: 3.0}}), 0.05)
     row = welch.iloc[0]
     assert row["test"].startswith("Welch t-test")

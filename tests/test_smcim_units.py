@@ -126,6 +126,38 @@ def test_run_is_deterministic_and_scores_every_split(tiny):
     assert train_and_evaluate(p, "plain", 0, root / "features").sigma is None
 
 
+def test_run_records_the_learning_curve_and_the_gate_control(tiny):
+    root, p = tiny
+    curve = p.model_copy(update={"train": p.train.model_copy(update={"steps": 4, "eval_every": 2, "cell_loss": 1.0})})
+    r = train_and_evaluate(curve, "full", 0, root / "features", root / "world")
+    assert [h["step"] for h in r.history if "val_acc@0.5" in h] == [2, 4]
+    assert all("cell" in h for h in r.history if "loss" in h)
+    # the control is the expected Acc@0.5 of a random scene object, computed on the same val expressions
+    from vlrepro.baselines import heuristic_baselines
+    from vlrepro.data.records import load_split
+
+    expected = heuristic_baselines(load_split(root / "world" / "refcoco" / "val"))["random"]
+    assert r.metrics["refcoco"]["val"]["random_object_acc@0.5"] == expected and 0 < expected < 1
+
+
+def test_centre_cell_and_cell_loss_by_hand():
+    from vlrepro.models.smcim import SMCIMOutput
+    from vlrepro.smcim.run import BoxLoss, centre_cell
+
+    boxes = torch.tensor([[0.1, 0.1, 0.2, 0.2], [0.9, 0.3, 0.1, 0.1], [0.5, 0.99, 0.2, 0.02]])
+    # 4x4 grid, row-major: (col 0, row 0) = 0; (col 3, row 1) = 7; (col 2, row 3) = 14
+    assert centre_cell(boxes, (4, 4)).tolist() == [0, 7, 14]
+    p = SMCIMParams(self_paced={"enabled": False}, train={"cell_loss": 0.5})
+    logits = torch.zeros(3, 16)
+    logits[0, 0] = 2.0  # sample 0 puts extra mass on its own cell; the others are uniform
+    out = SMCIMOutput(boxes.clone(), logits)
+    terms = BoxLoss(p, (4, 4))(out, boxes)  # perfect boxes: L1 = GIoU loss = 0, only the cell term is left
+    ce = [-(2.0 - np.log(np.exp(2.0) + 15)), np.log(16), np.log(16)]
+    torch.testing.assert_close(terms["cell"], torch.tensor(np.mean(ce), dtype=torch.float32))
+    torch.testing.assert_close(terms["loss"], 0.5 * terms["cell"], atol=1e-4, rtol=0)  # GIoU has an eps
+    assert "cell" not in BoxLoss(SMCIMParams(self_paced={"enabled": False}), (4, 4))(out, boxes)
+
+
 def test_features_dir_error_names_the_stage(tmp_path):
     with pytest.raises(FileNotFoundError, match="smcim_features"):
         train_and_evaluate(SMCIMParams(), "full", 0, Path(tmp_path))
@@ -154,6 +186,7 @@ def test_fine_tuning_trains_the_encoders_end_to_end_from_images(tiny):
     assert [g["name"] for g in groups] == ["fusion", "encoders"] and groups[1]["lr"] == 1e-3
     before = [q.detach().clone() for q in model.cnn.parameters()]
     opt = torch.optim.AdamW(groups, lr=1e-3)
-    Trainee(model, BoxLoss(online))(data.collate([data[i] for i in range(4)]))["loss"].backward()
+    trainee = Trainee(model, BoxLoss(online, model.fusion.config.grid))
+    trainee(data.collate([data[i] for i in range(4)]))["loss"].backward()
     opt.step()
     assert any(not torch.equal(a, b) for a, b in zip(before, model.cnn.parameters(), strict=True))

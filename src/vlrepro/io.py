@@ -7,9 +7,13 @@ Metrics JSON (``reports/metrics/<stage>.json`` or ``reports/metrics/<stage>/<var
 
     {"stage": "smcim", "variant": "full", "seed": 0,
      "metrics": {"refcocog.val.acc@0.5": 0.71, ...},       # numbers, possibly nested
-     "claims": [{...claim rows, see vlrepro.report.claims...}]}   # optional
+     "claims": [{...claim rows, see vlrepro.report.claims...}],   # optional
+     "gates": [{...learning gates, see vlrepro.report.gates...}]}  # optional
 
-The report stage reads every such file; ``variant``/``seed`` may be null for single-run stages.
+The report stage reads every such file; ``variant``/``seed`` may be null for single-run stages. Claim and
+gate rows are checked there, where the other runs' metrics they point at are known; a malformed row stops
+the report with a message naming the file and the row (``claims[i]`` / ``gates[i]``). Gate rows are also
+checked as they are written (format, and the metric names of rows about the file's own variant).
 """
 
 from __future__ import annotations
@@ -98,8 +102,14 @@ def write_metrics(
     variant: str | None = None,
     seed: int | None = None,
     claims: list[dict[str, Any]] | None = None,
+    gates: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """Write one stage's metrics in the convention above (numbers rounded to 6 digits for stable diffs)."""
+    """Write one stage's metrics in the convention above (numbers rounded to 6 digits for stable diffs).
+
+    ``claims`` and ``gates`` are written as given (not rounded): their numbers are thresholds, not results.
+    A malformed gate row raises ``vlrepro.report.gates.GateError`` naming ``path`` and ``gates[i]``, and
+    nothing is written.
+    """
 
     def rounded(x: Any) -> Any:
         if isinstance(x, dict):
@@ -111,6 +121,11 @@ def write_metrics(
     doc: dict[str, Any] = {"stage": stage, "variant": variant, "seed": seed, "metrics": rounded(_jsonable(metrics))}
     if claims is not None:
         doc["claims"] = _jsonable(claims)
+    if gates is not None:
+        from vlrepro.report.gates import check_gates  # here, not at the top: the report package imports this module
+
+        doc["gates"] = _jsonable(gates)
+        check_gates(doc["gates"], str(path), variant, doc["metrics"])
     return write_json(path, doc)
 
 

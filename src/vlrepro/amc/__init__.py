@@ -2,6 +2,6 @@
 
 Modules: ``config`` (the ``amc`` params section), ``model`` (ALBEF: ViT, BERT text + fusion layers with
 cross-attention, ITC/ITM/MLM heads), ``data`` (region descriptions with box masks, grounding evaluation
-sets), ``run`` (losses, training, pointing game, metrics). Kept import-light: ``vlrepro.config`` imports
-``amc.config`` to validate params.yaml.
+sets and their controls), ``run`` (losses, training, pointing game, learning-gate controls and ITM
+accuracy, metrics). Kept import-light: ``vlrepro.config`` imports ``amc.config`` to validate params.yaml.
 """

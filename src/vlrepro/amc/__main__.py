@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from vlrepro.amc.run import run
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    # One intra-op thread: two runs at once use both cores (python -m vlrepro.matrix), and the numbers do not
+    # depend on how the run was started.
+    torch.set_num_threads(1)
     root = params_file.parent
     name = f"{args.variant}-{args.seed}"
     t_import = time.perf_counter()
@@ -41,9 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     t = result.timing
     point = {k: round(v["pointing"], 3) for k, v in result.metrics.get("refcoco+", {}).items()}
+    flickr = result.metrics.get("flickr", {})
+    test, val = flickr.get("test", {}), flickr.get("val", {})
+    nan = float("nan")
     print(f"amc {name}: imports {t_import - t0:.1f} s, setup {t['setup_s']:.1f} s, train {t['train_s']:.1f} s "
-          f"({t['steps']} steps), eval {t['eval_s']:.1f} s; flickr.test pointing "
-          f"{result.metrics.get('flickr', {}).get('test', {}).get('pointing', float('nan')):.3f}, refcoco+ {point}")
+          f"({t['steps']} steps), eval {t['eval_s']:.1f} s; flickr.test pointing {test.get('pointing', nan):.3f} "
+          f"(other phrase {test.get('pointing_other_phrase', nan):.3f}, "
+          f"centre {test.get('pointing_centre', nan):.3f}), "
+          f"flickr.val itm_acc {val.get('itm_acc', nan):.3f}, refcoco+ {point}")
     return 0
 
 

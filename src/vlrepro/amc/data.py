@@ -9,10 +9,25 @@ brightness/contrast jitter, optional greyscale) so the mask keeps covering the r
 Evaluation samples (``GroundingSet``): Flickr one per phrase (query = the phrase, hit inside any of its
 boxes), RefCOCO+ one per expression. Proposals for the ranking metric are every object box of the scene
 (an oracle detector: the world has exact boxes).
+
+Controls for the learning gates, chosen here from the data alone (no model), so every variant and seed is
+judged on the same pairs:
+
+- ``other_texts``: per query, another phrase of the *same image* (``other_phrases``). Scoring its heatmap
+  against the query's boxes measures what a model gets without reading the phrase: one that ignores the
+  text draws the same map for both. The other phrase must differ in text *and* refer to none of the query's
+  boxes; otherwise ("a dome" / "a pink dome" on one object) a model that grounds perfectly would also hit
+  with it and the control would reward nothing. It is picked among all queries of the split, not only the
+  first ``limit``: the limit can cut an image's phrases in two.
+- ``negative_texts``: per query, a text of a randomly chosen *other* image that is not true of the query's
+  image (``itm_negatives``): the negative of a 1:1 image-text matching test. Drawn with a generator seeded
+  from the split name only, not the run's seed, so that every run sees the same pairs.
 """
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +39,7 @@ from torch import Tensor
 
 from vlrepro.amc.config import AugmentParams
 from vlrepro.data.records import Split
+from vlrepro.data.world.resolver import ParseError, resolve
 from vlrepro.losses.amc import box_masks
 from vlrepro.models.backbones import images_to_tensor
 from vlrepro.models.text import encode_rows, special_ids
@@ -121,7 +137,8 @@ class RegionPairs(torch.utils.data.Dataset):
 
 @dataclass
 class GroundingSet:
-    """Queries of one evaluation split: image index, text, ground-truth boxes, proposal boxes."""
+    """Queries of one evaluation split: image index, text, ground-truth boxes, proposal boxes, and per query
+    the texts of its two controls (``None`` where the split has none; see the module docstring)."""
 
     name: str
     images: np.ndarray  # (N, H, W, 3) uint8
@@ -129,13 +146,116 @@ class GroundingSet:
     texts: list[str]
     boxes: list[list[tuple[float, float, float, float]]]
     proposals: list[list[tuple[float, float, float, float]]]
+    other_texts: list[str | None] | None = None  # another phrase of the same image (pointing control)
+    negative_texts: list[str | None] | None = None  # a text of another image, not true of this one (ITM)
+
+    def __post_init__(self) -> None:
+        n = len(self.texts)
+        self.other_texts = [None] * n if self.other_texts is None else self.other_texts
+        self.negative_texts = [None] * n if self.negative_texts is None else self.negative_texts
+        if not len(self.image_index) == len(self.boxes) == len(self.proposals) == n:
+            raise ValueError(f"{self.name}: image_index, texts, boxes and proposals differ in length")
+        if len(self.other_texts) != n or len(self.negative_texts) != n:
+            raise ValueError(f"{self.name}: other_texts / negative_texts need one entry per query ({n})")
 
     def __len__(self) -> int:
         return len(self.texts)
 
+    def subset(self, keep: Sequence[int], texts: Sequence[str] | None = None) -> GroundingSet:
+        """The queries ``keep`` (in that order), with their texts replaced by ``texts`` if given: e.g. the
+        other phrases, scored against the original queries' boxes."""
+        return GroundingSet(
+            self.name, self.images, [self.image_index[i] for i in keep],
+            [self.texts[i] for i in keep] if texts is None else list(texts),
+            [self.boxes[i] for i in keep], [self.proposals[i] for i in keep],
+        )  # fmt: skip
 
-def grounding_set(split: Split, name: str, limit: int | None = None) -> GroundingSet:
-    """Flickr-style records give one query per phrase; referring records one per expression."""
+
+def _norm(text: str) -> str:
+    """Texts compare case- and whitespace-insensitively: 'A dome' and 'a  dome' are the same phrase."""
+    return " ".join(text.lower().split())
+
+
+def other_phrases(
+    image_index: Sequence[int], texts: Sequence[str], boxes: Sequence[Sequence[Sequence[float]]]
+) -> list[int | None]:
+    """Per query, the index of another query of the same image whose text differs and whose boxes share none
+    with the query's (boxes compared by coordinates: two captions name one object with the same box); the
+    first such query after it in order, wrapping around to the image's earlier ones. ``None`` if there is none.
+    """
+    by_image: dict[int, list[int]] = {}
+    for i, image in enumerate(image_index):
+        by_image.setdefault(image, []).append(i)
+    position = {i: k for group in by_image.values() for k, i in enumerate(group)}
+    out: list[int | None] = []
+    for i, image in enumerate(image_index):
+        group, k = by_image[image], position[i]
+        mine, text = {tuple(b) for b in boxes[i]}, _norm(texts[i])
+        out.append(next((j for j in group[k + 1 :] + group[:k]
+                         if _norm(texts[j]) != text and mine.isdisjoint(tuple(b) for b in boxes[j])), None))
+    return out
+
+
+def itm_negatives(
+    image_index: Sequence[int],
+    texts: Sequence[str],
+    queries: int,
+    seed: int | Sequence[int],
+    linked: Callable[[str, int], bool] | None = None,
+    tries: int = 100,
+) -> list[str | None]:
+    """For each of the first ``queries`` queries: a text of a uniformly drawn *other* image (then a uniform
+    text of it) that is not linked to the query's image: not one of that image's own texts, and not
+    ``linked(text, image)`` (the world's resolver: the text denotes an object there, so the pair would be a
+    true match). Up to ``tries`` draws, else ``None``. ``image_index``/``texts`` are the whole split's queries.
+    """
+    rng = np.random.default_rng(seed)
+    texts_of: dict[int, list[str]] = {}
+    for image, text in zip(image_index, texts, strict=True):
+        texts_of.setdefault(image, []).append(text)
+    images = sorted(texts_of)
+    own = {image: {_norm(t) for t in ts} for image, ts in texts_of.items()}
+    out: list[str | None] = []
+    for i in range(queries):
+        image, found = image_index[i], None
+        if len(images) > 1:
+            for _ in range(tries):
+                other = images[int(rng.integers(len(images)))]
+                if other == image:
+                    continue
+                text = texts_of[other][int(rng.integers(len(texts_of[other])))]
+                if _norm(text) not in own[image] and not (linked is not None and linked(text, image)):
+                    found = text
+                    break
+        out.append(found)
+    return out
+
+
+def world_linker(split: Split) -> Callable[[str, int], bool] | None:
+    """``linked(text, image)``: whether the world's resolver finds an object of ``image`` that ``text``
+    denotes, at the world's location margin or at none (as the generator checks uniqueness). ``None`` when
+    the split carries no scene graphs or resolver settings (real data); a text outside the world's grammar
+    is never linked (the string rule of ``itm_negatives`` still applies)."""
+    scenes, size, lang = split.meta.get("scenes"), split.meta.get("image_size"), split.meta.get("language")
+    if scenes is None or size is None or lang is None:
+        return None
+    margin, near = float(lang["location_margin"]), float(lang["near_distance"])
+
+    def linked(text: str, image: int) -> bool:
+        try:
+            return any(resolve(text, scenes[image], size, m, near) for m in (margin, 0.0))
+        except ParseError:
+            return False
+
+    return linked
+
+
+def grounding_set(split: Split, name: str, limit: int | None = None, seed: int = 0) -> GroundingSet:
+    """Flickr-style records give one query per phrase; referring records one per expression.
+
+    The first ``limit`` queries are kept; their controls (other phrase, ITM negative, see the module
+    docstring) are chosen among all queries of the split. ``seed`` and ``name`` seed the negatives.
+    """
     if split.images is None:
         raise ValueError(f"{name}: the pointing game needs images.npy (the embedded world)")
     scenes = split.meta.get("scenes")
@@ -150,11 +270,13 @@ def grounding_set(split: Split, name: str, limit: int | None = None) -> Groundin
             texts.append(r.text[p.start : p.end])
             boxes.append([r.boxes[b] for b in p.box_ids])
             proposals.append(props)
-    if limit is not None:
-        index, texts, boxes, proposals = index[:limit], texts[:limit], boxes[:limit], proposals[:limit]
     if not texts:
         raise ValueError(f"{name}: no phrase with a box to evaluate")
-    return GroundingSet(name, np.asarray(split.images), index, texts, boxes, proposals)
+    n = len(texts) if limit is None else min(limit, len(texts))
+    others = [None if j is None else texts[j] for j in other_phrases(index, texts, boxes)[:n]]
+    negatives = itm_negatives(index, texts, n, [seed, zlib.crc32(name.encode())], world_linker(split))
+    return GroundingSet(name, np.asarray(split.images), index[:n], texts[:n], boxes[:n], proposals[:n],
+                        others, negatives)
 
 
 def world_split_dir(data_dir: Path, name: str, split: str) -> Path:

@@ -11,14 +11,29 @@ Training loss per batch of B region descriptions (``albef_amc_loss``):
   box, at the variant's fusion layer, with ``create_graph=True``; ReLU, min-max normalised, upsampled to the
   mask size; ``λ1·L_mean + λ2·L_max``. Its gradient reaches every parameter before that layer (second order).
 
-Outputs: ``reports/metrics/amc/<variant>-<seed>.json`` (metrics + claim rows) and
-``runs/amc/<variant>-<seed>/`` (``history.json``, ``heatmaps.npz`` of fixed samples, ``timing.json``).
+Evaluation per split (``evaluate_grounding``): the pointing game and proposal ranking of the GradCAM of the
+match logit, and beside them two controls that need no grounding, for the learning gates (``gate_rows``):
+
+- ``pointing_centre``: a constant point at the image centre, same hit rule;
+- ``pointing_other_phrase``: the same model's heatmap for another phrase of the same image (a different
+  object, see ``amc.data``) scored against the query's boxes; a model that ignores the phrase scores as on
+  the query itself. Over the ``n_other_phrase`` queries that have one; ``pointing_paired`` is the
+  pointing game on those same queries;
+- on the ``ITM_SETS`` splits, ``itm_acc`` (``evaluate_itm``): image-text matching accuracy on each query's
+  pair and one negative (a text of another image that is not true of this one), 1:1, chance 0.5;
+  ``n_itm_pairs`` pairs.
+
+Outputs: ``reports/metrics/amc/<variant>-<seed>.json`` (metrics + claim and gate rows) and
+``runs/amc/<variant>-<seed>/`` (``history.json``, ``heatmaps.npz`` of fixed samples, ``timing.json``,
+``hits.json``: per split the 0/1 hits per query in order, ``pointing``, ``centre`` and ``other_phrase``
+(``null`` where a query has no other phrase), so that variants can later be compared query by query).
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -29,14 +44,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vlrepro.amc.config import CLAIM_METRICS, PAPER, AMCParams, VariantParams
+from vlrepro.amc.config import CLAIM_METRICS, EVAL_SPLITS, PAPER, AMCParams, VariantParams
 from vlrepro.amc.data import GroundingSet, RegionPairs, grounding_set, world_split_dir
 from vlrepro.amc.model import ALBEF
 from vlrepro.data.records import load_split
 from vlrepro.explain.gradcam import AttentionRecorder, attention_gradcam, upsample
 from vlrepro.io import write_json, write_metrics
 from vlrepro.losses.amc import AMCWeights, amc_loss, normalise_per_sample
-from vlrepro.metrics.pointing import pointing_hits, proposal_hit
+from vlrepro.metrics.pointing import centre_hits, pointing_hits, proposal_hit
 from vlrepro.models import load_pretrained
 from vlrepro.models.backbones import images_to_tensor
 from vlrepro.pretrain.mlm import IGNORE
@@ -44,6 +59,21 @@ from vlrepro.train import TrainConfig, evaluating, fit, groups_by_prefix
 
 # Parameters that start pre-trained train at encoder_lr; the new ones (cross-attention, ITM head) at lr.
 PRETRAINED_PREFIXES = ("visual.", "text.", "image_proj.", "text_proj.", "logit_scale.")
+
+
+# Learning gates (vlrepro.report.gates), the same for every variant: a claim between two variants is testable
+# only if both beat controls that need no learning, computed in the same run on the same queries (below).
+# Each: metric, the control in words, its metric (or constant ``control_value``), rule and margin.
+GATES: tuple[dict[str, str | float], ...] = (
+    # on the same queries: those whose image has another phrase
+    {"metric": "flickr.test.pointing_paired", "control": "same model, another phrase of the image",
+     "control_metric": "flickr.test.pointing_other_phrase", "rule": "plus", "margin": 0.10},
+    {"metric": "flickr.test.pointing", "control": "centre point",
+     "control_metric": "flickr.test.pointing_centre", "rule": "plus", "margin": 0.20},
+    {"metric": "flickr.val.itm_acc", "control": "chance (1:1 random negatives)", "control_value": 0.5,
+     "rule": "min", "margin": 0.80},
+)  # fmt: skip
+ITM_SETS: tuple[str, ...] = ("flickr",)  # evaluation sets whose splits also get ITM accuracy (itm_acc)
 
 
 def claim_rows(variants: list[str] | tuple[str, ...]) -> list[dict[str, Any]]:
@@ -61,6 +91,21 @@ def claim_rows(variants: list[str] | tuple[str, ...]) -> list[dict[str, Any]]:
                              "metric": metric, "variant": "amc", "reference_variant": single,
                              "higher_is_better": True})
     return rows
+
+
+def gate_rows(
+    variants: Sequence[str], sets: Mapping[str, Sequence[str]] | None = None
+) -> list[dict[str, Any]]:
+    """The learning gates (``GATES``) of each of ``variants`` as rows for ``write_metrics(gates=...)``.
+
+    A run passes its own variant only: a row for a variant without runs (one defined in params but not in
+    the dvc matrix) would name metrics the report cannot find. Gates on splits outside ``sets`` (the
+    evaluated ``eval.sets``; default all) are left out for the same reason.
+    """
+    evaluated = {f"{name}.{split}" for name, splits in (EVAL_SPLITS if sets is None else sets).items()
+                 for split in splits}
+    return [{"paper": PAPER, "variant": v, **gate} for v in variants for gate in GATES
+            if str(gate["metric"]).rsplit(".", 1)[0] in evaluated]
 
 
 # --- training -------------------------------------------------------------------------------------------
@@ -159,10 +204,10 @@ def _image_tokens(model: ALBEF, images: np.ndarray, index: list[int], batch: int
 def grounding_heatmaps(model: ALBEF, data: GroundingSet, layer: int, batch: int = 256) -> Tensor:
     """``(N, H, W)`` GradCAM heatmaps (image resolution) of every query of ``data`` at fusion ``layer``."""
     device = next(model.parameters()).device
-    tokens = _image_tokens(model, data.images, data.image_index, batch)
     size = tuple(data.images.shape[1:3])
-    heats = []
+    heats = [torch.zeros(0, *size)]
     with evaluating(model):
+        tokens = _image_tokens(model, data.images, data.image_index, batch)  # in eval mode too (dropout)
         for start in range(0, len(data), batch):
             sl = slice(start, start + batch)
             enc = model.text.tokenize(data.texts[sl])
@@ -180,12 +225,119 @@ def grounding_heatmaps(model: ALBEF, data: GroundingSet, layer: int, batch: int 
 
 def evaluate_grounding(
     model: ALBEF, data: GroundingSet, layer: int, batch: int = 256
-) -> tuple[dict[str, float], Tensor]:
-    """``({"pointing", "proposal_acc", "n"}, heatmaps)`` of one evaluation split."""
+) -> tuple[dict[str, float], Tensor, dict[str, list[int | None]]]:
+    """Scores, heatmaps and per-query hits of one evaluation split (see the module docstring).
+
+    Scores: ``pointing``, ``proposal_acc``, ``n``, ``pointing_centre``, and where some query has another
+    phrase ``pointing_other_phrase``, ``pointing_paired``, ``n_other_phrase``. Hits: 0/1 lists in query
+    order, ``pointing``, ``centre``, ``other_phrase`` (``None`` where a query has no other phrase).
+    """
     heat = grounding_heatmaps(model, data, layer, batch)
     hits = pointing_hits(heat, data.boxes)
+    centre = centre_hits(data.images.shape[1], data.images.shape[2], data.boxes)
     ranked = [proposal_hit(h, p, t) for h, p, t in zip(heat, data.proposals, data.boxes, strict=True)]
-    return {"pointing": sum(hits) / len(hits), "proposal_acc": sum(ranked) / len(ranked), "n": len(hits)}, heat
+    scores: dict[str, float] = {"pointing": sum(hits) / len(hits), "proposal_acc": sum(ranked) / len(ranked),
+                                "n": len(hits), "pointing_centre": sum(centre) / len(centre)}
+    pairs = [(i, t) for i, t in enumerate(data.other_texts or []) if t is not None]
+    other: list[int | None] = [None] * len(data)
+    if pairs:
+        paired = [i for i, _ in pairs]
+        control = data.subset(paired, [t for _, t in pairs])  # other phrases, the queries' boxes
+        control_hits = pointing_hits(grounding_heatmaps(model, control, layer, batch), control.boxes)
+        for i, hit in zip(paired, control_hits, strict=True):
+            other[i] = int(hit)
+        scores |= {"pointing_other_phrase": sum(control_hits) / len(paired),
+                   "pointing_paired": sum(hits[i] for i in paired) / len(paired), "n_other_phrase": len(paired)}
+    per_query = {"pointing": [int(h) for h in hits], "centre": [int(h) for h in centre], "other_phrase": other}
+    return scores, heat, per_query
+
+
+@torch.no_grad()
+def match_logits(
+    model: ALBEF, images: np.ndarray, image_index: Sequence[int], texts: Sequence[str], batch: int = 256
+) -> Tensor:
+    """``(N, 2)`` ITM logits (no match, match) of the pairs ``(images[image_index[i]], texts[i])``, eval mode."""
+    device = next(model.parameters()).device
+    out = [torch.zeros(0, 2)]
+    with evaluating(model):
+        tokens = _image_tokens(model, images, list(image_index), batch)
+        for start in range(0, len(texts), batch):
+            sl = slice(start, start + batch)
+            enc = model.text.tokenize(list(texts[sl]))
+            ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+            image_tokens = torch.stack([tokens[i] for i in image_index[sl]])
+            out.append(model.itm_logits(image_tokens, model.encode_text(ids, mask), mask).float().cpu())
+    return torch.cat(out)
+
+
+def itm_accuracy(positive_logits: Tensor, negative_logits: Tensor) -> float:
+    """Accuracy of "match iff softmax p(match) > 0.5" over matching pairs (``positive_logits``, label 1) and
+    as many non-matching ones (label 0); ``(N, 2)`` logits ordered (no match, match). A tie (p = 0.5) is
+    predicted as no match. Balanced 1:1, so chance is 0.5 whatever the model's bias."""
+    if len(positive_logits) != len(negative_logits) or not len(positive_logits):
+        raise ValueError(f"ITM accuracy needs as many negatives as positives, at least one; got "
+                         f"{len(positive_logits)} and {len(negative_logits)}")
+    p_pos = torch.softmax(positive_logits.float(), dim=-1)[:, 1]
+    p_neg = torch.softmax(negative_logits.float(), dim=-1)[:, 1]
+    return float(((p_pos > 0.5).sum() + (p_neg <= 0.5).sum()) / (2 * len(p_pos)))
+
+
+def evaluate_itm(model: ALBEF, data: GroundingSet, batch: int = 256) -> dict[str, float]:
+    """``{"itm_acc", "n_itm_pairs"}`` on each query with a negative (its pair and the negative, 1:1);
+    empty if no query has one (then no number rather than a made-up one)."""
+    pairs = [(i, t) for i, t in enumerate(data.negative_texts or []) if t is not None]
+    if not pairs:
+        return {}
+    n = len(pairs)
+    index = [data.image_index[i] for i, _ in pairs] * 2  # positives, then their negatives on the same images
+    texts = [data.texts[i] for i, _ in pairs] + [t for _, t in pairs]
+    logits = match_logits(model, data.images, index, texts, batch)
+    return {"itm_acc": itm_accuracy(logits[:n], logits[n:]), "n_itm_pairs": 2 * n}
+
+
+FIGURE_SPLITS = ("flickr.test", "refcoco+.testA", "refcoco+.testB")  # splits whose first heatmaps are saved
+
+
+def evaluate_splits(
+    model: ALBEF, eval_sets: Mapping[str, GroundingSet], layer: int, batch: int = 256, heatmap_images: int = 0
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, np.ndarray], dict[str, dict[str, list[int | None]]]]:
+    """Every split of ``eval_sets`` (keys ``<set>.<split>``): the nested metrics ``{set: {split: scores}}``
+    (``evaluate_grounding``, plus ``evaluate_itm`` on ``ITM_SETS``), the first ``heatmap_images`` heatmaps
+    of the ``FIGURE_SPLITS``, and the per-query hits by split key (``hits.json``)."""
+    metrics: dict[str, dict[str, dict[str, float]]] = {}
+    heatmaps: dict[str, np.ndarray] = {}
+    hits: dict[str, dict[str, list[int | None]]] = {}
+    for key, data in eval_sets.items():
+        name, split = key.split(".", 1)
+        scores, heat, hits[key] = evaluate_grounding(model, data, layer, batch)
+        if name in ITM_SETS:
+            scores |= evaluate_itm(model, data, batch)
+        metrics.setdefault(name, {})[split] = scores
+        if heatmap_images and key in FIGURE_SPLITS:
+            heatmaps[key] = heat[:heatmap_images].numpy().astype(np.float32)
+    return metrics, heatmaps, hits
+
+
+# Metric -> the GroundingSet texts it is computed from, and what they are (for the error message).
+_CONTROL_TEXTS = {
+    "pointing_other_phrase": ("other_texts", "another phrase of the same image about other objects"),
+    "itm_acc": ("negative_texts", "an ITM negative (a text of another image, not true of its own)"),
+}
+
+
+def check_controls(eval_sets: Mapping[str, GroundingSet], gates: Sequence[Mapping[str, Any]]) -> None:
+    """Fail if a gate's metric or control could not be computed on ``eval_sets``: its split is not
+    evaluated, or no query there has the texts the metric needs. Called before training, not after it."""
+    needed = {str(row[k]) for row in gates for k in ("metric", "control_metric") if k in row}
+    for metric in sorted(needed):
+        key, quantity = metric.rsplit(".", 1)
+        data = eval_sets.get(key)
+        if data is None:
+            raise ValueError(f"gate on {metric}: split {key} is not evaluated (amc.eval.sets)")
+        if quantity in _CONTROL_TEXTS:
+            attr, what = _CONTROL_TEXTS[quantity]
+            if all(t is None for t in getattr(data, attr)):
+                raise ValueError(f"gate on {metric}: no query of {data.name} has {what}")
 
 
 # --- one run --------------------------------------------------------------------------------------------
@@ -247,6 +399,8 @@ def run(
                                          params.eval.max_samples)
         for name, splits in params.eval.sets.items() for split in splits
     }
+    gates = gate_rows([variant_name], params.eval.sets)
+    check_controls(eval_sets, gates)  # before training: a gate without its control would fail at the end
     t_setup = time.perf_counter()
 
     cfg = TrainConfig(
@@ -260,27 +414,22 @@ def run(
                      collate_fn=train.collate, run_id=f"amc-{variant_name}-{seed}")
     t_train = time.perf_counter()
 
-    metrics: dict[str, Any] = {"train": {k: v for k, v in result.metrics.items() if k != "step"}}
-    heatmaps: dict[str, np.ndarray] = {}
     model.eval()
-    for key, data in eval_sets.items():
-        name, split = key.split(".", 1)
-        scores, heat = evaluate_grounding(model, data, variant.gradcam_layer, params.eval.batch_size)
-        metrics.setdefault(name, {})[split] = scores
-        k = params.eval.heatmap_images
-        if k and key in ("flickr.test", "refcoco+.testA", "refcoco+.testB"):
-            heatmaps[key] = heat[:k].numpy().astype(np.float32)
+    scores, heatmaps, hits = evaluate_splits(model, eval_sets, variant.gradcam_layer, params.eval.batch_size,
+                                             params.eval.heatmap_images)
+    metrics: dict[str, Any] = {"train": {k: v for k, v in result.metrics.items() if k != "step"}, **scores}
     t_eval = time.perf_counter()
     timing = {"setup_s": t_setup - t0, "train_s": t_train - t_setup, "eval_s": t_eval - t_train,
               "total_s": t_eval - t0, "steps": params.steps}
 
     if metrics_path is not None:
         write_metrics(metrics_path, "amc", metrics, variant=variant_name, seed=seed,
-                      claims=claim_rows(tuple(params.variants)))
+                      claims=claim_rows(tuple(params.variants)), gates=gates)
     if run_dir is not None:
         run_dir = Path(run_dir)
         write_json(run_dir / "history.json", result.history)
         write_json(run_dir / "timing.json", timing)
+        write_json(run_dir / "hits.json", hits)
         _save_heatmaps(run_dir / "heatmaps.npz", heatmaps, eval_sets)
     return RunResult(metrics, result.history, timing, model)
 

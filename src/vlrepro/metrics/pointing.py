@@ -5,6 +5,10 @@
   (``x0 < x < x1`` and ``y0 < y < y1``; pixel xyxy, right/bottom exclusive as everywhere in vlrepro). A
   phrase with several boxes (Flickr30k Entities) is a hit if the point is inside any of them. Ties in the
   arg-max go to the first pixel in row-major order (torch's ``argmax``), so a flat map points at (0, 0).
+- **Centre-point control**: the pointing game of a constant point, the centre of the image's centre pixel
+  (column ``W // 2``, row ``H // 2``, i.e. what an arg-max at that pixel gives), under the same hit rule.
+  Objects cluster towards the middle of most images; a heatmap that scores no better than this point has
+  not localised anything.
 - **Proposal ranking** (ALBEF's grounding protocol): score each proposal box by the heat inside it divided
   by ``sqrt(area)``, take the best; correct if its IoU with a ground-truth box is ≥ 0.5.
 """
@@ -43,6 +47,23 @@ def pointing_hits(heat: Tensor, boxes: Sequence[Sequence[Box]]) -> list[bool]:
         raise ValueError("every sample needs at least one ground-truth box")
     points = argmax_points(heat).tolist()
     return [point_in_boxes(x, y, b) for (x, y), b in zip(points, boxes, strict=True)]
+
+
+def centre_point(height: int, width: int) -> tuple[float, float]:
+    """``(x, y)`` of the centre of the image's centre pixel: exactly the image centre for odd sizes, half a
+    pixel right of and below it for even ones (a point on pixel edges would miss every box it touches)."""
+    if height < 1 or width < 1:
+        raise ValueError(f"image size {height}x{width}: need at least one pixel")
+    return width // 2 + 0.5, height // 2 + 0.5
+
+
+def centre_hits(height: int, width: int, boxes: Sequence[Sequence[Box]]) -> list[bool]:
+    """The centre-point control: one hit/miss per sample, the point ``centre_point`` scored like
+    ``pointing_hits`` (strictly inside any of the sample's boxes)."""
+    if any(len(b) == 0 for b in boxes):
+        raise ValueError("every sample needs at least one ground-truth box")
+    x, y = centre_point(height, width)
+    return [point_in_boxes(x, y, b) for b in boxes]
 
 
 def pointing_accuracy(heat: Tensor, boxes: Sequence[Sequence[Box]]) -> float:

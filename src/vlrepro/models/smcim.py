@@ -13,6 +13,11 @@ SMCIM. Stage 1 (grouping): ``F_v^0`` meets each language level through its own s
 channels (width ``levels·dim``, C1) and pass ``stage2_depth`` CA2M blocks. The [CLS] token of the
 language side goes through a 3-layer MLP to the box.
 
+Both models also score every visual token after fusion (``cell_logits``, one linear layer): trained with
+cross-entropy on the cell that holds the target's centre (``vlrepro.smcim.run``, ``train.cell_loss``), this
+auxiliary loss is not in the paper; it gives the fused visual tokens a direct, dense signal of where the
+referent is, which doubled the accuracy a [CLS] box regressor reached in the same steps on the world.
+
 TransVG-style baseline (the "CA2M vs transformer encoder" ablation): the same inputs projected to SMCIM's
 stage-2 width, a learnable [REG] token, and ``stage1_depth + stage2_depth`` standard (post-norm) transformer
 encoder layers over the concatenation [REG] + visual + last-block words; [REG] → the same 3-layer MLP.
@@ -21,7 +26,7 @@ encoder layers over the concatenation [REG] + visual + last-block words; [REG] �
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -50,6 +55,11 @@ class SMCIMConfig:
             raise ValueError(f"dim = {self.dim} is not divisible by num_heads = {self.num_heads}")
 
 
+class SMCIMOutput(NamedTuple):
+    boxes: Tensor  # (B, 4) normalised cxcywh
+    cell_logits: Tensor  # (B, h*w) a score per visual token: does it hold the referent's centre?
+
+
 def box_mlp(dim: int) -> nn.Sequential:
     """The 3-layer MLP from the [CLS] / [REG] feature to a normalised cxcywh box."""
     layers = [nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 4), nn.Sigmoid()]
@@ -71,7 +81,7 @@ class VisualTokens(nn.Module):
 
 
 class SMCIM(nn.Module):
-    """``forward(maps, words, attention_mask) -> (B, 4)`` boxes.
+    """``forward(maps, words, attention_mask) -> SMCIMOutput`` (boxes and cell logits).
 
     ``maps``: the encoder's stage maps (finest first, at least ``levels`` of them); ``words``: (B, n, L, Ct),
     the outputs of the text encoder's ``n >= levels`` blocks; ``attention_mask``: (B, L), 1 at real tokens.
@@ -91,8 +101,9 @@ class SMCIM(nn.Module):
         )
         self.stage2 = nn.ModuleList(CA2M(k * c0, cfg.num_heads, cfg.ffn_ratio) for _ in range(cfg.stage2_depth))
         self.head = box_mlp(k * c0)
+        self.cell_head = nn.Linear(k * c0, 1)
 
-    def forward(self, maps: list[Tensor], words: Tensor, attention_mask: Tensor) -> Tensor:
+    def forward(self, maps: list[Tensor], words: Tensor, attention_mask: Tensor) -> SMCIMOutput:
         k = self.config.levels
         maps, words = maps[-k:], words[:, -k:]
         padding = attention_mask == 0
@@ -106,7 +117,7 @@ class SMCIM(nn.Module):
         v, w = torch.cat(groups_v, -1), torch.cat(groups_l, -1)
         for block in self.stage2:  # stage 2: fusion of the concatenated groups
             v, w = block(v, w, padding)
-        return self.head(w[:, 0])
+        return SMCIMOutput(self.head(w[:, 0]), self.cell_head(v).squeeze(-1))
 
 
 class TransVG(nn.Module):
@@ -125,15 +136,17 @@ class TransVG(nn.Module):
         layer = nn.TransformerEncoderLayer(d, cfg.num_heads, d * cfg.ffn_ratio, dropout=0.0, batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.head = box_mlp(d)
+        self.cell_head = nn.Linear(d, 1)
 
-    def forward(self, maps: list[Tensor], words: Tensor, attention_mask: Tensor) -> Tensor:
+    def forward(self, maps: list[Tensor], words: Tensor, attention_mask: Tensor) -> SMCIMOutput:
         v = self.visual(maps[-self.config.levels :]) + self.kind[1]
         w = self.words(words[:, -1]) + self.kind[2]
         reg = (self.reg + self.kind[0]).expand(len(v), -1, -1)
         tokens = torch.cat([reg, v, w], 1)
         never = torch.zeros(len(v), 1 + v.shape[1], dtype=torch.bool, device=v.device)  # [REG] and visual tokens
         padding = torch.cat([never, attention_mask == 0], 1)
-        return self.head(self.encoder(tokens, src_key_padding_mask=padding)[:, 0])
+        out = self.encoder(tokens, src_key_padding_mask=padding)
+        return SMCIMOutput(self.head(out[:, 0]), self.cell_head(out[:, 1 : 1 + v.shape[1]]).squeeze(-1))
 
 
 def build(cfg: SMCIMConfig) -> SMCIM | TransVG:

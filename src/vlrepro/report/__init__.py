@@ -5,7 +5,9 @@ the modules each do one job:
 
 - ``references``: load and validate ``references.yaml`` (paper-reported numbers with sources);
 - ``collect``: read every metrics JSON into a tidy DataFrame and aggregate over seeds;
+- ``gates``: learning gates, the evidence that a variant learned (``reports/gates.csv``);
 - ``claims``: the claim row format, the one-sided t-test (paired or Welch) and the ledger (``reports/claims.csv``);
+  a claim whose variants have not passed their gates is ``not testable``;
 - ``figures``: one grouped bar chart per stage, quantities in [0, 1] on one shared x scale;
 - ``render``: the same blocks as Markdown and as self-contained HTML;
 - ``build``: put it together and write the files atomically.
@@ -14,14 +16,18 @@ the modules each do one job:
 from vlrepro.report.build import build_report
 from vlrepro.report.claims import LEDGER_COLUMNS, ClaimError, ClaimRow, ClaimTest, claims_ledger, decide
 from vlrepro.report.collect import MetricsError, collect, summarize
+from vlrepro.report.gates import GATE_COLUMNS, GateError, GateRow, evaluate_gates
 from vlrepro.report.references import PAPERS, Reference, ReferencesError, load_references, references_frame
 
 __all__ = [
+    "GATE_COLUMNS",
     "LEDGER_COLUMNS",
     "PAPERS",
     "ClaimError",
     "ClaimRow",
     "ClaimTest",
+    "GateError",
+    "GateRow",
     "MetricsError",
     "Reference",
     "ReferencesError",
@@ -29,6 +35,7 @@ __all__ = [
     "claims_ledger",
     "collect",
     "decide",
+    "evaluate_gates",
     "load_references",
     "references_frame",
     "summarize",

@@ -1,11 +1,12 @@
-"""Build ``REPORT.md``, ``report.html`` and ``claims.csv`` from the metrics JSON files of every stage.
+"""Build ``REPORT.md``, ``report.html``, ``claims.csv`` and ``gates.csv`` from the metrics JSON files of every stage.
 
 Everything is computed in memory first and written only when all of it succeeded, each file atomically,
 so a bad input leaves the previous report untouched. Output is deterministic: inputs are read in sorted
 order, tables are sorted, there are no timestamps or absolute paths, and PNGs carry no metadata.
 
 Files written under ``out_dir``: ``REPORT.md``, ``report.html`` (figures embedded as base64 PNG, no
-external CSS/JS), ``claims.csv`` and ``report_figures/<stage>.png`` (the figures REPORT.md links to).
+external CSS/JS), ``claims.csv``, ``gates.csv`` (the learning gates the claims depend on) and
+``report_figures/<stage>.png`` (the figures REPORT.md links to).
 A stage's own figures, ``<stage>_*.png`` in ``stage_figures_dir`` (e.g. the pretrain stage's learning
 curve), are shown under that stage's table, linked in place rather than copied.
 """
@@ -36,6 +37,7 @@ from vlrepro.report.collect import (
     summarize,
 )
 from vlrepro.report.figures import select_metrics, stage_figure
+from vlrepro.report.gates import evaluate_gates, gates_csv
 from vlrepro.report.references import PAPERS, Reference, load_references
 from vlrepro.report.render import Block, Bullets, Heading, Image, Table, Text, to_html, to_markdown
 
@@ -115,9 +117,9 @@ def _figure_name(stage: str) -> str:
 def _method_note(alpha: float) -> Bullets:
     return Bullets(
         (
-            'Our numbers ("Our results", "Claims ledger") are read from the metrics JSON files the pipeline '
-            "stages write under `reports/metrics/` (one file per stage run, each run recorded in `dvc.lock`); "
-            "nothing in those sections is typed in by hand.",
+            'Our numbers ("Our results", "Learning gates", "Claims ledger") are read from the metrics JSON files '
+            "the pipeline stages write under `reports/metrics/` (one file per stage run, each run recorded in "
+            "`dvc.lock`); nothing in those sections is typed in by hand.",
             "Mean ± std are over seeds: sample standard deviation (ddof = 1); n = number of runs (seeds). "
             "A single run shows its value alone. Numbers are rounded to 4 significant digits.",
             "Stage tables: the metric `a.b.c` is the cell in row `a.b`, column `c` (its last component; "
@@ -132,12 +134,53 @@ def _method_note(alpha: float) -> Bullets:
             "Verdict `reproduced` if the difference goes the claimed way and p < alpha; `not reproduced` if the "
             "mean difference is zero or goes the other way; `inconclusive` if p ≥ alpha or a side has fewer "
             "than 2 seeds.",
+            "Learning gates: a model that has not learned proves nothing, so a claim is `not testable` unless both "
+            "of its variants pass every gate their stage defines for them, and have at least one. A gate compares "
+            "a variant's mean metric over seeds with a bar set by a control that needs no learning (a random "
+            "box, chance): `times` = margin × control, `plus` = control + margin, `min` = margin alone; it passes "
+            "when the mean is ≥ the bar. The test still runs for a `not testable` claim and its numbers stay in "
+            "the ledger. Also in `gates.csv`.",
             "Paper-reported numbers come from the package file `vlrepro/report/references.yaml`, each with its "
             "source. They are not produced by this pipeline and never enter our tables. Under the default "
             "profile our data is an embedded synthetic stand-in for the papers' benchmarks, so compare claims "
             "(variant vs variant), not absolute values.",
         )
     )
+
+
+def _bar_text(rule: str, margin: float, bar: float) -> str:
+    how = {"times": f"{fmt(margin)} × control", "plus": f"control + {fmt(margin)}", "min": "absolute"}[rule]
+    return f"{fmt(bar)} ({how})"
+
+
+def _gates_blocks(gates: pd.DataFrame, stages: list[str]) -> list[Block]:
+    blocks: list[Block] = [Heading("Learning gates")]
+    if gates.empty:
+        return [*blocks, Text("No stage has defined a learning gate yet, so every claim is `not testable`.")]
+    n_passed = int(gates["passed"].sum())
+    blocks.append(
+        Text(
+            f"{n_passed} of {len(gates)} gates passed. A claim is testable only if both its variants pass all "
+            "of theirs. Value and control value are means over seeds. Also in `gates.csv`."
+        )
+    )
+    for stage in stages:
+        own = gates[gates["stage"] == stage]
+        if own.empty:
+            continue
+        table = pd.DataFrame(
+            {
+                "variant": own["variant"],
+                "metric": own["metric"],
+                "value": [fmt(v) for v in own["value"]],
+                "control": own["control"],
+                "control value": [fmt(v) for v in own["control_value"]],
+                "bar": [_bar_text(*r) for r in zip(own["rule"], own["margin"], own["bar"], strict=True)],
+                "passed": own["passed"].map({True: "yes", False: "NO"}),
+            }
+        )
+        blocks += [Heading(f"Gates of stage `{stage}`", 3), Table(table)]
+    return blocks
 
 
 def _claims_blocks(ledger: pd.DataFrame) -> list[Block]:
@@ -162,6 +205,7 @@ def _claims_blocks(ledger: pd.DataFrame) -> list[Block]:
             "test": ledger["test"],
             "p": [fmt(p) for p in ledger["p_value"]],
             "verdict": ledger["verdict"],
+            "gates": ledger["gates"],
         }
     )
     return [*blocks, Table(table)]
@@ -209,16 +253,17 @@ def build_report(
 ) -> dict[str, Any]:
     """Read every metrics JSON under ``metrics_dir`` and write the report files into ``out_dir``.
 
-    Returns the written paths (``report_md``, ``report_html``, ``claims_csv``, ``figures``), the
-    ``stages`` found, the per-seed aggregate ``summary`` and the ``claims`` ledger (DataFrames), and
-    ``verdicts`` (verdict → count), for a notebook to display.
+    Returns the written paths (``report_md``, ``report_html``, ``claims_csv``, ``gates_csv``, ``figures``),
+    the ``stages`` found, the per-seed aggregate ``summary``, the ``gates`` and the ``claims`` ledger
+    (DataFrames), and ``verdicts`` (verdict → count), for a notebook to display.
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     metrics_dir, out_dir = Path(metrics_dir), Path(out_dir)
     collection = collect(metrics_dir)
     summary = summarize(collection.values)
-    ledger = claims_ledger(collection, alpha)
+    gates = evaluate_gates(collection)
+    ledger = claims_ledger(collection, alpha, gates)
     refs = load_references()
     stages = ordered_stages({f.stage for f in collection.files})
 
@@ -250,10 +295,11 @@ def build_report(
         images.append(image)
         blocks += [image, *_own_figures(stage, stage_figures_dir, out_dir)]
 
+    blocks += _gates_blocks(gates, stages)
     blocks += _claims_blocks(ledger)
     blocks += _reference_blocks(refs)
 
-    markdown, html, csv = to_markdown(blocks), to_html(blocks, title), ledger_csv(ledger)
+    markdown, html, csv, gate_csv = to_markdown(blocks), to_html(blocks, title), ledger_csv(ledger), gates_csv(gates)
 
     # Everything above can fail; nothing below should, so a failed build leaves the old report whole.
     figure_paths = [atomic_write_bytes(out_dir / img.path, img.png) for img in images]
@@ -262,6 +308,7 @@ def build_report(
             stale.unlink()
     paths = {
         "claims_csv": atomic_write_text(out_dir / "claims.csv", csv),
+        "gates_csv": atomic_write_text(out_dir / "gates.csv", gate_csv),
         "report_md": atomic_write_text(out_dir / "REPORT.md", markdown),
         "report_html": atomic_write_text(out_dir / "report.html", html),
     }
@@ -270,6 +317,7 @@ def build_report(
         "figures": figure_paths,
         "stages": stages,
         "summary": summary,
+        "gates": gates,
         "claims": ledger,
         "verdicts": {v: int((ledger["verdict"] == v).sum()) for v in VERDICTS},
     }

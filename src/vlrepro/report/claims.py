@@ -33,7 +33,20 @@ seeds (the ``test`` column of the ledger says which one decided the row):
   Welch because the variants need not have equal variance across seeds (a regulariser such as AMC may well
   change it).
 
-Verdicts (the same rule for both tests):
+Verdicts
+--------
+A model that has not learned proves nothing: two untrained variants differ only by noise, and a test of that
+difference says nothing about the paper. So before the test, each variant of a claim must pass the learning
+gates its stage defines for it (:mod:`vlrepro.report.gates`: e.g. REC accuracy at least twice that of a
+random scene object's box):
+
+- ``not testable`` when either variant (in the claim's stage) fails one of its gates, or has no gate at all:
+  without a gate there is no evidence that it learned, so its absence counts against the claim rather than
+  for it. The ledger's ``gates`` column says which (``failed: transformer (refcoco.val.acc@0.5 0.21 <
+  bar 0.48)``, ``none defined for full``) or ``passed``. The test is still run and its means and p kept in
+  the row, so a reader can see what the claim would have gotten.
+
+Otherwise the test decides (the same rule for both tests):
 
 - ``inconclusive`` with fewer than 2 seeds on either side (no variance estimate, no test is run);
 - ``not reproduced`` when the mean difference is zero or in the wrong direction;
@@ -60,17 +73,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy import stats
 
 from vlrepro.report.collect import Collection
+from vlrepro.report.gates import evaluate_gates, gate_verdict
 from vlrepro.report.references import Paper
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
-VERDICTS: tuple[str, ...] = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
+NOT_TESTABLE = "not testable"  # a variant of the claim failed its learning gates or has none
+VERDICTS: tuple[str, ...] = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTABLE)
 
 # The first 13 are the convention other tools rely on (design.md); the rest help a reader check the row.
 LEDGER_COLUMNS: list[str] = [
     "paper", "claim", "metric", "variant", "reference_variant",
     "ours_mean", "ours_std", "reference_mean", "reference_std", "n_seeds",
     "test", "p_value", "verdict",
-    "stage", "higher_is_better", "n_ours", "n_reference", "alpha",
+    "stage", "higher_is_better", "n_ours", "n_reference", "alpha", "gates",
 ]  # fmt: skip
 
 
@@ -191,8 +206,14 @@ def claim_rows(collection: Collection) -> list[ClaimRow]:
     return [found[k][0] for k in sorted(found)]
 
 
-def claims_ledger(collection: Collection, alpha: float) -> pd.DataFrame:
-    """Decide every claim in the collection; one row per claim in ``LEDGER_COLUMNS`` order, sorted."""
+def claims_ledger(collection: Collection, alpha: float, gates: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Decide every claim in the collection; one row per claim in ``LEDGER_COLUMNS`` order, sorted.
+
+    ``gates`` is :func:`vlrepro.report.gates.evaluate_gates` of the same collection (evaluated here when
+    not given); a claim whose variants do not all pass theirs is ``not testable``.
+    """
+    if gates is None:
+        gates = evaluate_gates(collection)
     per_seed = {
         key: group.sort_values("seed")[["seed", "value"]]
         for key, group in collection.values.groupby(["stage", "variant", "metric"], sort=True)
@@ -211,6 +232,7 @@ def claims_ledger(collection: Collection, alpha: float) -> pd.DataFrame:
             sides.append((runs["value"].to_numpy(), seeds))
         (ours, ours_seeds), (reference, reference_seeds) = sides
         t = decide(ours, reference, row.higher_is_better, alpha, ours_seeds, reference_seeds)
+        learned, gate_text = gate_verdict(gates, row.stage, (row.variant, row.reference_variant))
         rows.append(
             {
                 **row.model_dump(exclude={"stage", "higher_is_better"}),
@@ -221,12 +243,13 @@ def claims_ledger(collection: Collection, alpha: float) -> pd.DataFrame:
                 "n_seeds": min(t.n_ours, t.n_reference),
                 "test": t.test,
                 "p_value": t.p_value,
-                "verdict": t.verdict,
+                "verdict": t.verdict if learned else NOT_TESTABLE,
                 "stage": row.stage,
                 "higher_is_better": row.higher_is_better,
                 "n_ours": t.n_ours,
                 "n_reference": t.n_reference,
                 "alpha": alpha,
+                "gates": gate_text,
             }
         )
     ledger = pd.DataFrame(rows, columns=LEDGER_COLUMNS)

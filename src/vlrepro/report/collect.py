@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class MetricsFile:
     metrics: dict[str, float]
     claims: list[dict[str, Any]]
     figure: dict[str, Any] | None
+    gates: list[dict[str, Any]] = field(default_factory=list)  # learning gates, see vlrepro.report.gates
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,9 @@ def flatten(metrics: dict[str, Any], where: str, prefix: str = "") -> dict[str, 
 def read_metrics_file(path: Path, root: Path) -> MetricsFile:
     """Read and check one metrics JSON; ``root`` is the metrics folder its name is shown relative to."""
     rel = path.relative_to(root).as_posix()
-    expected = 'expected {"stage": str, "metrics": {...numbers...}, "variant"?, "seed"?, "claims"?, "figure"?}'
+    expected = (
+        'expected {"stage": str, "metrics": {...numbers...}, "variant"?, "seed"?, "claims"?, "gates"?, "figure"?}'
+    )
     try:
         doc = read_json(path)
     except ValueError as e:
@@ -114,6 +117,9 @@ def read_metrics_file(path: Path, root: Path) -> MetricsFile:
     claims = doc.get("claims") or []
     if not isinstance(claims, list) or not all(isinstance(c, dict) for c in claims):
         raise MetricsError(f"{path}: 'claims' must be a list of claim rows (mappings)")
+    gates = doc.get("gates") or []
+    if not isinstance(gates, list) or not all(isinstance(g, dict) for g in gates):
+        raise MetricsError(f"{path}: 'gates' must be a list of gate rows (mappings)")
     figure = doc.get("figure")
     if figure is not None and not isinstance(figure, dict):
         raise MetricsError(f'{path}: \'figure\' must be a mapping such as {{"metrics": [...], "title": ...}}')
@@ -125,6 +131,7 @@ def read_metrics_file(path: Path, root: Path) -> MetricsFile:
         metrics=flatten(metrics, str(path)),
         claims=claims,
         figure=figure,
+        gates=gates,
     )
 
 

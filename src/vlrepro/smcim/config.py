@@ -53,9 +53,17 @@ class TrainParams(Section):
     )  # fmt: skip
     weight_decay: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(30, ge=0)
-    lr_drops: tuple[float, ...] = Field(
-        (0.0833, 0.6667), description="lr × 0.1 at these fractions of the steps (paper: epochs 10 and 80 of 120)"
+    schedule: Literal["step", "cosine"] = Field(
+        "step", description="step: lr × 0.1 at lr_drops (paper); cosine: to 0 after warm-up"
     )  # fmt: skip
+    lr_drops: tuple[float, ...] = Field(
+        (0.0833, 0.6667), description="step schedule: lr × 0.1 at these fractions of the steps (paper: epochs 10, 80)"
+    )  # fmt: skip
+    cell_loss: float = Field(
+        0.0, ge=0, description="weight of the auxiliary cross-entropy on the target centre's cell (not in the paper)"
+    )  # fmt: skip
+    eval_every: int = Field(0, ge=0, description="steps between val evaluations (learning curve); 0 = at the end")
+    eval_limit: int = Field(600, ge=1, description="val expressions (first eval set) scored for the learning curve")
 
     @field_validator("lr_drops")
     @classmethod

@@ -81,6 +81,8 @@ def encode_texts(text_encoder: torch.nn.Module, texts: list[str], blocks: int, m
     tok = text_encoder.tokenize(texts, max_len)
     ids, mask = tok["input_ids"], tok["attention_mask"]
     order = torch.argsort(mask.sum(1), stable=True)
+    longest = int(mask.sum(1).max())  # stored at the split's longest text, not max_len: most of the cache's bytes
+    ids, mask = ids[:, :longest], mask[:, :longest]
     states = None
     for start in range(0, len(texts), batch):
         rows = order[start : start + batch]

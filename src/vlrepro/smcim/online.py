@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from vlrepro.data.records import load_split
 from vlrepro.metrics.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
+from vlrepro.models.smcim import SMCIMOutput
 from vlrepro.pretrain.data import pad_texts
 from vlrepro.smcim.augment import apply_view, draw_view, transform_boxes
 from vlrepro.smcim.config import SMCIMParams
@@ -25,13 +26,13 @@ from vlrepro.transforms import swap_left_right
 
 
 class EndToEnd(nn.Module):
-    """CNN + text encoder + SMCIM/TransVG fusion: ``forward(images, input_ids, attention_mask) -> (B, 4)`` boxes."""
+    """CNN + text encoder + SMCIM/TransVG fusion: ``forward(images, input_ids, attention_mask) -> SMCIMOutput``."""
 
     def __init__(self, cnn: nn.Module, text: nn.Module, fusion: nn.Module, text_blocks: int):
         super().__init__()
         self.cnn, self.text, self.fusion, self.text_blocks = cnn, text, fusion, text_blocks
 
-    def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> SMCIMOutput:
         words = block_outputs(self.text.hidden_states(input_ids, attention_mask), self.text_blocks)
         return self.fusion(self.cnn(images)[-LEVELS:], words, attention_mask)
 
@@ -80,5 +81,5 @@ def predict(model: EndToEnd, data: ImageExpressions, batch: int = 128) -> Tensor
     with evaluating(model):
         for start in range(0, len(data), batch):
             b = data.collate([data[i] for i in range(start, min(start + batch, len(data)))])
-            out.append(model(b["images"], b["input_ids"], b["attention_mask"]))
+            out.append(model(b["images"], b["input_ids"], b["attention_mask"]).boxes)
     return cxcywh_to_xyxy(torch.cat(out)) * data.size

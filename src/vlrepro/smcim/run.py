@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vlrepro.baselines import heuristic_baselines
+from vlrepro.data.records import load_split
 from vlrepro.losses.boxes import giou_loss_per_sample, l1_per_sample
 from vlrepro.losses.self_paced import SelfPacedLoss
 from vlrepro.metrics.boxes import acc_at_iou, cxcywh_to_xyxy
-from vlrepro.models.smcim import SMCIMConfig, build
+from vlrepro.models.smcim import SMCIMConfig, SMCIMOutput, build
 from vlrepro.smcim import online
 from vlrepro.smcim.config import EVAL_SPLITS, SMCIMParams
 from vlrepro.smcim.features import LEVELS, Features, load_features
@@ -93,19 +95,34 @@ def cached_config(p: SMCIMParams, f: Features) -> SMCIMConfig:
     return model_config(p, tuple(level.shape[2] for level in f.levels), f.states.shape[-1], side)
 
 
-class BoxLoss(nn.Module):
-    """Self-paced (SMCIM) or plain (``L1 + GIoU``, TransVG) box loss; holds σ when self-paced."""
+def centre_cell(boxes: Tensor, grid: tuple[int, int]) -> Tensor:
+    """Row-major index of the grid cell that holds each normalised cxcywh box's centre."""
+    h, w = grid
+    col = (boxes[:, 0] * w).long().clamp(0, w - 1)
+    row = (boxes[:, 1] * h).long().clamp(0, h - 1)
+    return row * w + col
 
-    def __init__(self, p: SMCIMParams):
+
+class BoxLoss(nn.Module):
+    """Self-paced (SMCIM) or plain (``L1 + GIoU``, TransVG) box loss, plus ``cell_loss`` × the centre-cell
+    cross-entropy when that weight is above 0; holds σ when self-paced."""
+
+    def __init__(self, p: SMCIMParams, grid: tuple[int, int]):
         super().__init__()
         sp = p.self_paced
         self.self_paced = SelfPacedLoss(sp.sigma_init, sp.lam, sp.detach) if sp.enabled else None
+        self.cell_weight, self.grid = p.train.cell_loss, grid
 
-    def forward(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
+    def forward(self, out: SMCIMOutput, target: Tensor) -> dict[str, Tensor]:
+        pred = out.boxes
         l1, giou = l1_per_sample(pred, target), giou_loss_per_sample(pred, target)
-        if self.self_paced is None:
-            return {"loss": (l1 + giou).mean(), "l1": l1.mean().detach(), "giou": giou.mean().detach()}
-        return {**self.self_paced(l1, giou), "l1": l1.mean().detach(), "giou": giou.mean().detach()}
+        terms = {"loss": (l1 + giou).mean()} if self.self_paced is None else self.self_paced(l1, giou)
+        terms |= {"l1": l1.mean().detach(), "giou": giou.mean().detach()}
+        if self.cell_weight > 0:
+            cell = F.cross_entropy(out.cell_logits, centre_cell(target, self.grid))
+            terms["loss"] = terms["loss"] + self.cell_weight * cell
+            terms["cell"] = cell.detach()
+        return terms
 
 
 class Trainee(nn.Module):
@@ -127,17 +144,25 @@ def predict(model: nn.Module, f: Features, batch: int = 512) -> Tensor:
     with evaluating(model):
         for start in range(0, len(f), batch):
             b = gather([f], [(0, m, 0) for m in range(start, min(start + batch, len(f)))])
-            out.append(model(b["maps"], b["words"], b["attention_mask"]))
+            out.append(model(b["maps"], b["words"], b["attention_mask"]).boxes)
     return cxcywh_to_xyxy(torch.cat(out)) * f.size.repeat(1, 2)
+
+
+def subset(f: Features, n: int) -> Features:
+    """The first ``n`` expressions of ``f`` (the learning curve scores a fixed slice of val)."""
+    n = min(n, len(f))
+    return replace(f, image=f.image[:n], text=f.text[:n], boxes=f.boxes[:, :n], target_px=f.target_px[:n],
+                   size=f.size[:n], texts=f.texts[:n])  # fmt: skip
 
 
 def train_config(p: SMCIMParams, seed: int) -> TrainConfig:
     t = p.train
-    milestones = tuple(sorted({max(1, round(f * t.steps)) for f in t.lr_drops}))
+    milestones = tuple(sorted({max(1, round(f * t.steps)) for f in t.lr_drops})) if t.schedule == "step" else ()
     return TrainConfig(
-        steps=t.steps, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, schedule="step",
+        steps=t.steps, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, schedule=t.schedule,
         warmup_steps=min(t.warmup_steps, t.steps - 1), milestones=milestones,
-        gamma=0.1, seed=seed, ckpt_every=0, log_every=10, progress=False,
+        gamma=0.1, seed=seed, ckpt_every=0, log_every=max(10, t.steps // 100), eval_every=t.eval_every,
+        progress=False,
     )  # fmt: skip
 
 
@@ -170,20 +195,32 @@ def train_and_evaluate(
             raise ValueError("train.encoder_lr > 0 fine-tunes the encoders: give data_dir and pretrain_dir")
         train, evals, model, groups = _online_setup(v, Path(data_dir), Path(pretrain_dir))
         score = online.predict
-    trainee = Trainee(model, BoxLoss(v))
+    fusion = model.fusion if isinstance(model, online.EndToEnd) else model
+    trainee = Trainee(model, BoxLoss(v, fusion.config.grid))
     if trainee.loss.self_paced is not None:
         groups.append({"params": [trainee.loss.self_paced.sigma], "lr": v.self_paced.sigma_lr, "weight_decay": 0.0,
                        "name": "sigma"})  # fmt: skip
+    curve = evals[v.eval_sets[0], "val"]
+    if isinstance(curve, Features):
+        curve = subset(curve, v.train.eval_limit)
+
+    def learning_curve(m: Trainee) -> dict[str, float]:
+        return {"val_acc@0.5": acc_at_iou(score(m.model, curve), _targets(curve))}
+
     with tempfile.TemporaryDirectory(prefix="smcim_") as tmp:
         result = fit(
             trainee, train, lambda m, b: m(b), train_config(v, seed), tmp, param_groups=groups,
             collate_fn=train.collate, run_id=f"smcim-{variant}",
+            evaluate=learning_curve if v.train.eval_every else None,
         )  # fmt: skip
     metrics: dict[str, Any] = {}
     predictions = {}
     for (s, sp), data in evals.items():
         predictions[s, sp] = score(model, data)
         metrics.setdefault(s, {})[sp] = {"acc@0.5": acc_at_iou(predictions[s, sp], _targets(data))}
+        if data_dir is not None:  # the learning gate's control, on the same expressions
+            random_object = heuristic_baselines(load_split(Path(data_dir) / s / sp))["random"]
+            metrics[s][sp]["random_object_acc@0.5"] = random_object
     sigma = trainee.loss.self_paced.sigma.tolist() if trainee.loss.self_paced is not None else None
     first, pred = evals[v.eval_sets[0], "val"], predictions[v.eval_sets[0], "val"]
     examples = [

@@ -1,0 +1,139 @@
+"""``python -m vlrepro.matrix [smcim amc ...] [--jobs 2]``: run matrix stages in parallel, recorded in dvc.lock.
+
+``dvc repro`` runs one stage at a time. A matrix run (``smcim@full-0``) is a small model whose step uses
+one core poorly, so on a 2-core machine two single-thread runs at once finish the matrix about twice as
+fast as one after another. This runner
+
+1. brings the stages a family's runs depend on up to date with ``dvc repro`` (``data``, ``pretrain``,
+   ``smcim_features``, ...),
+2. asks ``dvc status`` which of the family's runs are out of date,
+3. runs their commands, ``--jobs`` at a time, each with one intra-op thread (``OMP_NUM_THREADS=1``), and
+4. records each finished run at once with ``dvc commit`` — the same dvc.lock entry ``dvc repro`` would
+   write, since the command is the stage's own and its dependencies are not touched meanwhile.
+
+A killed runner loses only the runs in flight; the next call starts from what dvc.lock says is done, and a
+plain ``dvc repro`` afterwards finds these stages up to date. Each run's output goes to
+``.dvc/tmp/matrix/<stage>.log``. Matrix runs set one thread themselves too, so a run gives the same numbers
+whether this runner or ``dvc repro`` started it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _dvc(*args: str, root: Path) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"dvc {' '.join(args)} failed:\n{out.stdout}{out.stderr}")
+    return out
+
+
+def matrix_stages(root: Path, families: list[str] | None = None) -> dict[str, list]:
+    """``{family: [stage, ...]}`` of the matrix stages in dvc.yaml (``family@item``), in file order."""
+    from dvc.repo import Repo
+
+    out: dict[str, list] = {}
+    for stage in Repo(str(root)).index.stages:
+        family, at, _ = stage.addressing.partition("@")
+        if at and (families is None or family in families):
+            out.setdefault(family, []).append(stage)
+    missing = sorted(set(families or []) - set(out))
+    if missing:
+        raise ValueError(f"dvc.yaml has no matrix stage named {', '.join(missing)}; have: {', '.join(out)}")
+    return out
+
+
+def upstream(root: Path, stages: list) -> list[str]:
+    """The stages whose outputs the given stages read (``dvc repro`` of these brings their inputs up to date)."""
+    from dvc.repo import Repo
+
+    producers = {}
+    for s in Repo(str(root)).index.stages:
+        for o in s.outs:
+            producers[Path(o.def_path)] = s.addressing
+    names = set()
+    for s in stages:
+        for d in s.deps:
+            path = Path(d.def_path)
+            names |= {name for out, name in producers.items() if path == out or out in path.parents}
+    return sorted(names - {s.addressing for s in stages})
+
+
+def out_of_date(root: Path, names: list[str]) -> list[str]:
+    status = json.loads(_dvc("status", "--json", *names, root=root).stdout or "{}")
+    return [n for n in names if n in status]
+
+
+def run_family(root: Path, family: str, stages: list, jobs: int) -> list[str]:
+    """Run the out-of-date runs of one family; returns the names of those that failed."""
+    before = upstream(root, stages)
+    if before:
+        print(f"{family}: dvc repro {' '.join(before)}", flush=True)
+        subprocess.run([sys.executable, "-m", "dvc", "repro", *before], cwd=root, check=True)
+    todo = out_of_date(root, [s.addressing for s in stages])
+    cmds = {s.addressing: s.cmd for s in stages}
+    print(f"{family}: {len(todo)} of {len(stages)} runs to do, {jobs} at a time", flush=True)
+    logs = root / ".dvc" / "tmp" / "matrix"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **ONE_THREAD}
+    running: dict[str, tuple[subprocess.Popen, float]] = {}
+    failed: list[str] = []
+    bar = tqdm(total=len(todo), desc=family, unit="run")
+    while todo or running:
+        while todo and len(running) < jobs and not failed:
+            name = todo.pop(0)
+            log = open(logs / f"{name}.log", "w")  # noqa: SIM115  # closed with the process below
+            running[name] = (subprocess.Popen(cmds[name], shell=True, cwd=root, env=env, stdout=log,
+                                              stderr=subprocess.STDOUT), time.perf_counter())  # fmt: skip
+        if failed and not running:
+            break
+        time.sleep(0.5)
+        for name, (proc, t0) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[name]
+            if proc.returncode:
+                failed.append(name)
+                todo.clear()
+                tqdm.write(f"{name}: failed (exit {proc.returncode}); see {logs / f'{name}.log'}")
+                continue
+            _dvc("commit", "--force", name, root=root)
+            bar.update()
+            tqdm.write(f"{name}: done in {time.perf_counter() - t0:.0f} s")
+    bar.close()
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("families", nargs="*", help="matrix stage names (default: every matrix stage in dvc.yaml)")
+    ap.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, help="runs at once (default: CPU cores)")
+    args = ap.parse_args(argv)
+    root = Path.cwd()
+    try:
+        families = matrix_stages(root, args.families or None)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    for family, stages in families.items():
+        if failed := run_family(root, family, stages, max(1, args.jobs)):
+            print(f"error: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+            return 1
+    print(f"matrix runs done in {time.perf_counter() - t0:.0f} s; `dvc repro` finishes the rest")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -9,7 +9,8 @@ fast as one after another. This runner
 2. asks ``dvc status`` which of the family's runs are out of date,
 3. runs their commands, ``--jobs`` at a time, each with one intra-op thread (``OMP_NUM_THREADS=1``), and
 4. records each finished run at once with ``dvc commit`` — the same dvc.lock entry ``dvc repro`` would
-   write, since the command is the stage's own and its dependencies are not touched meanwhile.
+   write, since the command is the stage's own. A run whose dependencies changed while it ran (an edit
+   to the code or params.yaml) is not recorded: dvc.lock would claim the new code produced it.
 
 A killed runner loses only the runs in flight; the next call starts from what dvc.lock says is done, and a
 plain ``dvc repro`` afterwards finds these stages up to date. Each run's output goes to
@@ -43,15 +44,15 @@ def matrix_stages(root: Path, families: list[str] | None = None) -> dict[str, li
     """``{family: [stage, ...]}`` of the matrix stages in dvc.yaml (``family@item``), in file order."""
     from dvc.repo import Repo
 
-    out: dict[str, list] = {}
+    every: dict[str, list] = {}
     for stage in Repo(str(root)).index.stages:
         family, at, _ = stage.addressing.partition("@")
-        if at and (families is None or family in families):
-            out.setdefault(family, []).append(stage)
-    missing = sorted(set(families or []) - set(out))
+        if at:
+            every.setdefault(family, []).append(stage)
+    missing = sorted(set(families or []) - set(every))
     if missing:
-        raise ValueError(f"dvc.yaml has no matrix stage named {', '.join(missing)}; have: {', '.join(out)}")
-    return out
+        raise ValueError(f"dvc.yaml has no matrix stage named {', '.join(missing)}; have: {', '.join(every)}")
+    return {f: stages for f, stages in every.items() if families is None or f in families}
 
 
 def upstream(root: Path, stages: list) -> list[str]:
@@ -70,6 +71,16 @@ def upstream(root: Path, stages: list) -> list[str]:
     return sorted(names - {s.addressing for s in stages})
 
 
+def fingerprint(root: Path, stage) -> dict[str, tuple[int, int]]:
+    """``{file: (mtime_ns, size)}`` of every file the stage depends on (directories walked)."""
+    out = {}
+    for d in stage.deps:
+        path = root / d.def_path
+        files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else [path] if path.exists() else []
+        out |= {str(f): (f.stat().st_mtime_ns, f.stat().st_size) for f in files}
+    return out
+
+
 def out_of_date(root: Path, names: list[str]) -> list[str]:
     status = json.loads(_dvc("status", "--json", *names, root=root).stdout or "{}")
     return [n for n in names if n in status]
@@ -82,24 +93,25 @@ def run_family(root: Path, family: str, stages: list, jobs: int) -> list[str]:
         print(f"{family}: dvc repro {' '.join(before)}", flush=True)
         subprocess.run([sys.executable, "-m", "dvc", "repro", *before], cwd=root, check=True)
     todo = out_of_date(root, [s.addressing for s in stages])
-    cmds = {s.addressing: s.cmd for s in stages}
+    by_name = {s.addressing: s for s in stages}
     print(f"{family}: {len(todo)} of {len(stages)} runs to do, {jobs} at a time", flush=True)
     logs = root / ".dvc" / "tmp" / "matrix"
     logs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **ONE_THREAD}
-    running: dict[str, tuple[subprocess.Popen, float]] = {}
+    running: dict[str, tuple[subprocess.Popen, float, dict]] = {}
     failed: list[str] = []
     bar = tqdm(total=len(todo), desc=family, unit="run")
     while todo or running:
         while todo and len(running) < jobs and not failed:
             name = todo.pop(0)
             log = open(logs / f"{name}.log", "w")  # noqa: SIM115  # closed with the process below
-            running[name] = (subprocess.Popen(cmds[name], shell=True, cwd=root, env=env, stdout=log,
-                                              stderr=subprocess.STDOUT), time.perf_counter())  # fmt: skip
+            deps = fingerprint(root, by_name[name])
+            running[name] = (subprocess.Popen(by_name[name].cmd, shell=True, cwd=root, env=env, stdout=log,
+                                              stderr=subprocess.STDOUT), time.perf_counter(), deps)  # fmt: skip
         if failed and not running:
             break
         time.sleep(0.5)
-        for name, (proc, t0) in list(running.items()):
+        for name, (proc, t0, deps) in list(running.items()):
             if proc.poll() is None:
                 continue
             del running[name]
@@ -107,6 +119,11 @@ def run_family(root: Path, family: str, stages: list, jobs: int) -> list[str]:
                 failed.append(name)
                 todo.clear()
                 tqdm.write(f"{name}: failed (exit {proc.returncode}); see {logs / f'{name}.log'}")
+                continue
+            if fingerprint(root, by_name[name]) != deps:
+                failed.append(name)
+                todo.clear()
+                tqdm.write(f"{name}: its dependencies changed while it ran; not recorded, run it again")
                 continue
             _dvc("commit", "--force", name, root=root)
             bar.update()

@@ -100,7 +100,7 @@ class LanguageConfig(Section):
 class ReferringSplits(Section):
     """Images per split of refcoco, refcoco+ and refcocog (each image carries several expressions)."""
 
-    train: Count = 2000
+    train: Count = 7000  # SMCIM's fusion overfits 2,000 images per set
     val: Count = 200
     testA: Count = 200  # noqa: N815 - the split names of RefCOCO
     testB: Count = 200  # noqa: N815

@@ -1,0 +1,156 @@
+"""Training-step throughput of the pipeline's models against this machine's matmul peak.
+
+    .venv/bin/python benchmarks/bench_train.py                          # every model, 1 and 2 threads, fp32/bf16
+    .venv/bin/python benchmarks/bench_train.py --models smcim --compile # + torch.compile (slow to start)
+
+For each model's training step (forward, backward, AdamW) at the default profile's batch and sizes it prints
+samples/s, the achieved GFLOP/s (FLOPs of one step counted by ``torch.utils.flop_counter``) and that rate as
+a share of the machine's matmul peak at the same precision and thread count, measured in the same run (a
+2048² fp32 and a bf16 matmul). Models: ``smcim`` and ``transformer`` (TransVG-style) on inputs shaped like
+the cached features; ``clip`` (the pretrain stage's dual encoder) and ``albef`` (AMC's model, one AMC
+training batch) from ``checkpoints/pretrain`` when it exists. Inputs are random: throughput does not depend
+on the values. Machines are noisy: compare figures from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from vlrepro.config import find_params_file, load_params
+
+Step = Callable[[], torch.Tensor]  # one forward pass returning the loss
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
+    """GFLOP/s of an n×n matmul at the current thread count."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
+def smcim_step(variant: str, batch: int) -> tuple[torch.nn.Module, Step]:
+    from vlrepro.models.smcim import build
+    from vlrepro.smcim.run import model_config
+
+    P = load_params(find_params_file())
+    p = P.smcim.variant(variant)
+    size = P.data.world.image_size
+    model = build(model_config(p, (64, 128, 256), 384, size))  # resnet10t's last 3 stages, MiniLM's width
+    maps = [torch.randn(batch, c, size // s, size // s) for c, s in ((64, 8), (128, 16), (256, 32))]
+    words, mask = torch.randn(batch, p.text_blocks, 14, 384), torch.ones(batch, 14, dtype=torch.long)
+    target = torch.rand(batch) * model.config.grid[0] * model.config.grid[1]
+
+    def step() -> torch.Tensor:
+        out = model(maps, words, mask)
+        return out.boxes.sum() + torch.nn.functional.cross_entropy(out.cell_logits.float(), target.long())
+
+    return model, step
+
+
+def clip_step(batch: int) -> tuple[torch.nn.Module, Step]:
+    from vlrepro.losses.contrastive import info_nce
+    from vlrepro.models import load_pretrained
+
+    model = load_pretrained(Path("checkpoints/pretrain/clip"))
+    images = torch.randn(batch, 3, 64, 64)
+    ids = torch.randint(5, model.text.tokenizer.get_vocab_size(), (batch, 16))
+    mask = torch.ones_like(ids)
+
+    def step() -> torch.Tensor:
+        img, txt, scale = model(images, ids, mask)
+        return info_nce(img, txt, scale)
+
+    return model, step
+
+
+def albef_step(batch: int) -> tuple[torch.nn.Module, Step]:
+    from vlrepro.amc.data import RegionPairs, world_split_dir
+    from vlrepro.amc.run import albef_amc_loss, build_model
+    from vlrepro.data.records import load_split
+
+    P = load_params(find_params_file())
+    p = P.amc
+    model = build_model(p, Path("checkpoints/pretrain"), 0)
+    data = RegionPairs(load_split(world_split_dir(Path("data/world"), p.train_set, "train")), model.text.tokenizer,
+                       p.max_len, p.augment, p.mlm_prob, 1.0, box_seed=0)  # fmt: skip
+    b = data.collate([data[i] for i in range(batch)])
+    variant = p.variant("amc")
+    return model, lambda: albef_amc_loss(model, b, variant)["loss"]
+
+
+def measure(model: torch.nn.Module, step: Step, batch: int, bf16: bool, compiled: bool, steps: int) -> dict:
+    model.train()
+    params = [q for q in model.parameters() if q.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    forward = torch.compile(step) if compiled else step
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    def one() -> None:
+        with autocast:
+            loss = forward()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    t_start = time.perf_counter()
+    one()  # warm-up (and compilation)
+    warm = time.perf_counter() - t_start
+    with FlopCounterMode(display=False) as counter:
+        one()
+    flops = counter.get_total_flops()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        one()
+    seconds = (time.perf_counter() - t0) / steps
+    return {"samples_s": batch / seconds, "ms": seconds * 1e3, "gflops": flops / seconds / 1e9, "warm_s": warm}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="*", default=["smcim", "transformer", "clip", "albef"])
+    ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
+    ap.add_argument("--compile", action="store_true", help="also measure torch.compile (adds a minute per model)")
+    ap.add_argument("--steps", type=int, default=10)
+    args = ap.parse_args()
+    P = load_params(find_params_file())
+    builders = {
+        "smcim": lambda: smcim_step("full", P.smcim.train.batch_size),
+        "transformer": lambda: smcim_step("transformer", P.smcim.train.batch_size),
+        "clip": lambda: clip_step(P.pretrain.clip.batch_size),
+        "albef": lambda: albef_step(P.amc.batch_size),
+    }
+    batches = {"smcim": P.smcim.train.batch_size, "transformer": P.smcim.train.batch_size,
+               "clip": P.pretrain.clip.batch_size, "albef": P.amc.batch_size}  # fmt: skip
+    if any(m in args.models for m in ("clip", "albef")) and not Path("checkpoints/pretrain/clip").is_dir():
+        print("checkpoints/pretrain missing (dvc repro pretrain): clip and albef skipped")
+        args.models = [m for m in args.models if m not in ("clip", "albef")]
+    print(f"{'model':12} {'thr':>3} {'prec':>5} {'mode':>7} {'batch':>5} {'ms/step':>8} {'samples/s':>9} "
+          f"{'GFLOP/s':>8} {'peak':>6} {'% peak':>6}")  # fmt: skip
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        peak = {False: matmul_peak(torch.float32), True: matmul_peak(torch.bfloat16)}
+        print(f"-- {threads} thread(s): matmul peak fp32 {peak[False]:.0f} GFLOP/s, bf16 {peak[True]:.0f} GFLOP/s")
+        for name in args.models:
+            for bf16 in (False, True):
+                for compiled in (False, True) if args.compile else (False,):
+                    torch.manual_seed(0)
+                    model, step = builders[name]()
+                    r = measure(model, step, batches[name], bf16, compiled, args.steps)
+                    prec, mode = ("bf16" if bf16 else "fp32"), ("compile" if compiled else "eager")
+                    print(f"{name:12} {threads:>3} {prec:>5} {mode:>7} {batches[name]:>5} {r['ms']:>8.1f} "
+                          f"{r['samples_s']:>9.0f} {r['gflops']:>8.1f} {peak[bf16]:>6.0f} "
+                          f"{100 * r['gflops'] / peak[bf16]:>5.1f}%", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""The matrix runner on a tiny DVC project: parallel runs recorded as `dvc repro` would, failures reported."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+BIN = Path(sys.executable).parent
+
+# Each run sleeps, so that two at a time finish clearly faster than one after another, and records the
+# thread setting it was started with (the runner gives every run one thread).
+RUN = (
+    "import os, sys, time; time.sleep(1.0); n = sys.argv[1]; "
+    "open(f'out/{n}.txt', 'w').write(open('input.txt').read() + n + os.environ.get('OMP_NUM_THREADS', '-')); "
+    "sys.exit(int(n == 'bad'))"
+)
+
+
+def sh(*cmd: str, cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def project(root: Path, items: list[str]) -> dict:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    (root / "run.py").write_text(RUN)
+    (root / "out").mkdir()
+    stages = {
+        "prep": {"cmd": "python -c \"open('input.txt', 'w').write('in:')\"", "outs": [{"input.txt": {"cache": False}}]},
+        "runs": {"matrix": {"name": items}, "cmd": "python run.py ${item.name}", "deps": ["run.py", "input.txt"],
+                 "outs": [{"out/${item.name}.txt": {"cache": False}}]},
+    }  # fmt: skip
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    sh("git", "init", "-q", cwd=root, env=env)
+    sh("dvc", "init", "-q", cwd=root, env=env)
+    return env
+
+
+def test_runs_in_parallel_and_records_what_dvc_repro_would(tmp_path):
+    env = project(tmp_path, ["a", "b", "c", "d"])
+    t0 = time.perf_counter()
+    out = sh(sys.executable, "-m", "vlrepro.matrix", "--jobs", "2", cwd=tmp_path, env=env)
+    elapsed = time.perf_counter() - t0
+    assert "runs: 4 of 4 runs to do, 2 at a time" in out.stdout
+    assert (tmp_path / "input.txt").is_file()  # the upstream stage ran first
+    assert [(tmp_path / "out" / f"{n}.txt").read_text() for n in "abcd"] == [f"in:{n}1" for n in "abcd"]
+    status = sh("dvc", "status", cwd=tmp_path, env=env).stdout
+    assert "up to date" in status, status  # dvc.lock holds every run, as if dvc repro had run them
+    assert "didn't change" in sh("dvc", "repro", cwd=tmp_path, env=env).stdout
+    print(f"\n4 runs of 1 s, 2 at a time: {elapsed:.1f} s in all (DVC start-up included)")
+    # a second call finds nothing to do
+    assert "0 of 4 runs to do" in sh(sys.executable, "-m", "vlrepro.matrix", cwd=tmp_path, env=env).stdout
+    # a changed dependency makes every run out of date again
+    (tmp_path / "run.py").write_text(RUN + "  # changed")
+    assert "4 of 4 runs to do" in sh(sys.executable, "-m", "vlrepro.matrix", cwd=tmp_path, env=env).stdout
+
+
+def test_a_failed_run_stops_the_runner_and_stays_out_of_date(tmp_path):
+    env = project(tmp_path, ["bad", "good", "later"])
+    out = sh(sys.executable, "-m", "vlrepro.matrix", "--jobs", "2", cwd=tmp_path, env=env, check=False)
+    assert out.returncode == 1 and "runs@bad" in out.stderr
+    assert (tmp_path / ".dvc" / "tmp" / "matrix" / "runs@bad.log").is_file()
+    status = sh("dvc", "status", "runs@bad", "runs@good", "runs@later", cwd=tmp_path, env=env).stdout
+    assert "runs@bad" in status and "runs@later" in status  # not recorded; nothing new started after the failure
+    assert "runs@good" not in status  # the run in flight beside it finished and was recorded
+
+
+def test_unknown_family_is_an_error_naming_it(tmp_path):
+    env = project(tmp_path, ["a"])
+    out = sh(sys.executable, "-m", "vlrepro.matrix", "nope", cwd=tmp_path, env=env, check=False)
+    assert out.returncode == 2 and "no matrix stage named nope" in out.stderr and "have: runs" in out.stderr
+
+
+def test_a_run_whose_dependencies_changed_meanwhile_is_not_recorded(tmp_path):
+    env = project(tmp_path, ["a"])
+    sh("dvc", "repro", "prep", cwd=tmp_path, env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "vlrepro.matrix"], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    log = tmp_path / ".dvc" / "tmp" / "matrix" / "runs@a.log"
+    for _ in range(200):  # until the run has started
+        if log.exists():
+            break
+        time.sleep(0.05)
+    (tmp_path / "run.py").write_text(RUN + "  # edited while the run was going")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "dependencies changed while it ran" in out
+    assert "runs@a" in sh("dvc", "status", "runs@a", cwd=tmp_path, env=env).stdout

@@ -280,3 +280,20 @@ def test_gates_must_be_a_list_of_rows(tmp_path):
     write_json(tmp_path / "smcim" / "full-0.json", doc)
     with pytest.raises(ValueError, match=r"full-0\.json: 'gates' must be a list"):
         collect(tmp_path)
+
+
+def test_a_claim_whose_variant_has_not_run_yet_is_not_testable(tmp_path):
+    # a matrix finished in part: the claim row names a variant without files; the ledger still builds
+    from vlrepro.io import write_metrics
+    from vlrepro.report import collect
+    from vlrepro.report.claims import NOT_TESTABLE, claims_ledger
+
+    claim = {"paper": "SMCIM", "claim": "x beats y", "metric": "acc", "variant": "x", "reference_variant": "y",
+             "higher_is_better": True}
+    gate = {"paper": "SMCIM", "variant": "x", "metric": "acc", "control": "chance", "control_value": 0.1,
+            "rule": "min", "margin": 0.2}
+    for seed in range(3):
+        write_metrics(tmp_path / "smcim" / f"x-{seed}.json", "smcim", {"acc": 0.5 + seed / 100}, variant="x",
+                      seed=seed, claims=[claim], gates=[gate])
+    row = claims_ledger(collect(tmp_path), 0.05).iloc[0]
+    assert row["verdict"] == NOT_TESTABLE and row["gates"] == "no runs of y yet" and row["n_seeds"] == 0

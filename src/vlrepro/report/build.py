@@ -216,7 +216,7 @@ def _reference_blocks(refs: list[Reference]) -> list[Block]:
         Heading("Paper-reported numbers"),
         Text(
             "Transcribed from the papers and their peers (not produced here), one table per paper. "
-            "`—` in split: the source does not state it. Flags keep the caveats of our paper cards."
+            "`—` in split: the source does not state it. Flags mark what we could not check; sources: docs/papers/."
         ),
     ]
     for paper in PAPERS:

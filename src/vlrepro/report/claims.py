@@ -45,6 +45,9 @@ random scene object's box):
   for it. The ledger's ``gates`` column says which (``failed: transformer (refcoco.val.acc@0.5 0.21 <
   bar 0.48)``, ``none defined for full``) or ``passed``. The test is still run and its means and p kept in
   the row, so a reader can see what the claim would have gotten.
+- ``not testable`` also when a variant has no run at all in the stage yet (``no runs of shallow yet``,
+  statistics empty): a long matrix may be finished over several sessions, and the report must still build.
+  A variant that has runs but lacks the claim's metric is still an error (a misspelt metric name).
 
 Otherwise the test decides (the same rule for both tests):
 
@@ -218,8 +221,13 @@ def claims_ledger(collection: Collection, alpha: float, gates: pd.DataFrame | No
         key: group.sort_values("seed")[["seed", "value"]]
         for key, group in collection.values.groupby(["stage", "variant", "metric"], sort=True)
     }
+    ran = {(f.stage, f.variant) for f in collection.files}
     rows = []
     for row in claim_rows(collection):
+        missing = [v for v in (row.variant, row.reference_variant) if (row.stage, v) not in ran]
+        if missing:  # a matrix finished in part (runs spread over sessions): nothing to test yet
+            rows.append(_untested(row, alpha, f"no runs of {' and '.join(missing)} yet"))
+            continue
         sides = []
         for variant in (row.variant, row.reference_variant):
             runs = per_seed.get((row.stage, variant, row.metric))
@@ -254,6 +262,14 @@ def claims_ledger(collection: Collection, alpha: float, gates: pd.DataFrame | No
         )
     ledger = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
     return ledger.sort_values(["paper", "claim", "metric", "variant", "reference_variant"], ignore_index=True)
+
+
+def _untested(row: ClaimRow, alpha: float, why: str) -> dict:
+    nan = float("nan")
+    stats_ = dict.fromkeys(("ours_mean", "ours_std", "reference_mean", "reference_std", "p_value"), nan)
+    return {**row.model_dump(exclude={"stage", "higher_is_better"}), **stats_, "n_seeds": 0, "test": "",
+            "verdict": NOT_TESTABLE, "stage": row.stage, "higher_is_better": row.higher_is_better, "n_ours": 0,
+            "n_reference": 0, "alpha": alpha, "gates": why}  # fmt: skip
 
 
 def _variants(collection: Collection, stage: str) -> str:

@@ -83,7 +83,7 @@ REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inco
 NOT_TESTABLE = "not testable"  # a variant of the claim failed its learning gates or has none
 VERDICTS: tuple[str, ...] = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTABLE)
 
-# The first 13 are the convention other tools rely on (design.md); the rest help a reader check the row.
+# The first 13 are the convention other tools rely on (README, "What you get"); the rest help a reader check the row.
 LEDGER_COLUMNS: list[str] = [
     "paper", "claim", "metric", "variant", "reference_variant",
     "ours_mean", "ours_std", "reference_mean", "reference_std", "n_seeds",

@@ -141,7 +141,9 @@ def outside_paths(name: str, text: str, root: Path = ROOT, siblings: bool = True
                 for m in SHARED.finditer(text)]  # fmt: skip
     parent = root.parent
     if siblings and parent != Path(parent.anchor):  # a checkout at /repo has no sibling paths to look for
-        sibling = re.compile(re.escape(str(parent)) + r"/(?!" + re.escape(root.name) + r"(?![\w.\-]))[\w.\-/]*")
+        # starting at a path boundary: '.dvc/tmp/x' is no absolute path into /tmp for a checkout in /tmp
+        sibling = re.compile(r"(?<![\w.\-/])" + re.escape(str(parent)) + r"/(?!" + re.escape(root.name)
+                             + r"(?![\w.\-]))[\w.\-/]*")  # fmt: skip
         problems += [Problem(name, _line(text, m.start()), m.group(0), "an absolute path outside the repository")
                      for m in sibling.finditer(text)]  # fmt: skip
     return problems
@@ -297,6 +299,9 @@ def test_checker_flags_absolute_sibling_paths_but_not_the_checkout(fake_root):
     assert outside_paths("README.md", f"read {sibling}", fake_root)
     assert not outside_paths("README.md", f"ran {inside}", fake_root)
     assert not outside_paths("README.md", "src/pkg/shared/x.py and vlrepro.models.shared", fake_root)
+    # a repository path that ends like the parent folder is not an absolute path: for a checkout in /tmp,
+    # '.dvc/tmp/matrix/' holds '/tmp/matrix/'
+    assert not outside_paths("README.md", f"logs in `.dvc{fake_root.parent}/matrix/`", fake_root)
 
 
 @pytest.mark.parametrize(

@@ -40,12 +40,11 @@ def _dvc(*args: str, root: Path) -> subprocess.CompletedProcess:
     return out
 
 
-def matrix_stages(root: Path, families: list[str] | None = None) -> dict[str, list]:
-    """``{family: [stage, ...]}`` of the matrix stages in dvc.yaml (``family@item``), in file order."""
-    from dvc.repo import Repo
-
+def matrix_stages(stages: list, families: list[str] | None = None) -> dict[str, list]:
+    """``{family: [stage, ...]}`` of the matrix stages among dvc.yaml's ``stages`` (``family@item``), in file
+    order."""
     every: dict[str, list] = {}
-    for stage in Repo(str(root)).index.stages:
+    for stage in stages:
         family, at, _ = stage.addressing.partition("@")
         if at:
             every.setdefault(family, []).append(stage)
@@ -55,12 +54,11 @@ def matrix_stages(root: Path, families: list[str] | None = None) -> dict[str, li
     return {f: stages for f, stages in every.items() if families is None or f in families}
 
 
-def upstream(root: Path, stages: list) -> list[str]:
-    """The stages whose outputs the given stages read (``dvc repro`` of these brings their inputs up to date)."""
-    from dvc.repo import Repo
-
+def upstream(stages: list, every: list) -> list[str]:
+    """The stages among ``every`` whose outputs ``stages`` read (``dvc repro`` of these brings their inputs up
+    to date)."""
     producers = {}
-    for s in Repo(str(root)).index.stages:
+    for s in every:
         for o in s.outs:
             producers[Path(o.def_path)] = s.addressing
     names = set()
@@ -86,9 +84,9 @@ def out_of_date(root: Path, names: list[str]) -> list[str]:
     return [n for n in names if n in status]
 
 
-def run_family(root: Path, family: str, stages: list, jobs: int) -> list[str]:
-    """Run the out-of-date runs of one family; returns the names of those that failed."""
-    before = upstream(root, stages)
+def run_family(root: Path, family: str, stages: list, every: list, jobs: int) -> list[str]:
+    """Run the out-of-date runs of one family (``every``: all of dvc.yaml's stages); returns the failed ones."""
+    before = upstream(stages, every)
     if before:
         print(f"{family}: dvc repro {' '.join(before)}", flush=True)
         subprocess.run([sys.executable, "-m", "dvc", "repro", *before], cwd=root, check=True)
@@ -139,13 +137,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     root = Path.cwd()
     try:
-        families = matrix_stages(root, args.families or None)
+        from dvc.repo import Repo
+
+        every = list(Repo(str(root)).index.stages)
+        families = matrix_stages(every, args.families or None)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     for family, stages in families.items():
-        if failed := run_family(root, family, stages, max(1, args.jobs)):
+        if failed := run_family(root, family, stages, every, max(1, args.jobs)):
             print(f"error: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
             return 1
     print(f"matrix runs done in {time.perf_counter() - t0:.0f} s; `dvc repro` finishes the rest")

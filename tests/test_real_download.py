@@ -48,8 +48,9 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if srv.truncate:  # announce everything, send half, close: a dropped connection
             body = body[: len(body) // 2]
-        self.wfile.write(body)
+        # Count before writing: the client can finish reading (and the test assert) before write() returns.
         srv.sent += len(body)
+        self.wfile.write(body)
 
     def log_message(self, *args):
         pass

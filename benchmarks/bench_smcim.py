@@ -41,7 +41,8 @@ def main() -> None:
     print(f"threads: {torch.get_num_threads()}")
     print(f"{'model':12} {'params':>11} {'fusion':>9} {'GFLOPs':>8} {'fusion':>8} {'ms/expr':>8}")
     for name, variant in (("SMCIM", "full"), ("TransVG", "transformer")):
-        model = EndToEnd(cnn, text, build(cached_config(p.variant(variant), probe)), p.text_blocks)
+        v = p.variant(variant)
+        model = EndToEnd(cnn, text, build(cached_config(v, probe)), p.text_blocks, v.model.grid_stride)
         c = measure(model, image, probe.texts[0])
         gflops = f"{c.gflops_total:>8.3f} {c.gflops_fusion:>8.4f}"
         print(f"{name:12} {c.params_total:>11,} {c.params_fusion:>9,} {gflops} {c.latency_ms:>8.1f}")

@@ -118,13 +118,21 @@ def test_smoke_smcim_runs_every_variant_and_seed_and_states_its_claims(smoke_rep
 
 @pytest.mark.pipeline
 def test_smoke_amc_runs_every_variant_and_seed_and_states_its_claims(smoke_repo):
+    from vlrepro.models import load_pretrained
+
     work, _ = smoke_repo
+    albef = load_pretrained(work / "checkpoints" / "albef")  # the pre-training phase every run starts from
+    assert type(albef).__name__ == "ALBEF"
+    curve = json.loads((work / "checkpoints" / "albef" / "history.json").read_text())
+    assert curve[0]["step"] == 0 and {"val_itm_acc", "val_pointing"} <= set(curve[-1])
     matrix = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]["amc"]["matrix"]
     for variant in matrix["variant"]:
         for seed in matrix["seed"]:
             doc = json.loads((work / "reports" / "metrics" / "amc" / f"{variant}-{seed}.json").read_text())
             assert (doc["stage"], doc["variant"], doc["seed"]) == ("amc", variant, seed)
             assert 0 <= doc["metrics"]["flickr"]["test"]["pointing"] <= 1
+            history = json.loads((work / "runs" / "amc" / f"{variant}-{seed}" / "history.json").read_text())
+            assert [r["step"] for r in history if "val_pointing" in r][0] == 0  # the curve starts untrained
     with open(work / "reports" / "claims.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["paper"] == "AMC"]
     assert {r["reference_variant"] for r in rows} >= {"baseline", "mean_only", "max_only"}

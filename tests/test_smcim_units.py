@@ -190,3 +190,13 @@ def test_fine_tuning_trains_the_encoders_end_to_end_from_images(tiny):
     trainee(data.collate([data[i] for i in range(4)]))["loss"].backward()
     opt.step()
     assert any(not torch.equal(a, b) for a, b in zip(before, model.cnn.parameters(), strict=True))
+
+
+def test_visual_levels_keep_the_papers_ratio_to_the_grid():
+    from vlrepro.smcim.features import level_stages
+
+    strides = (4, 8, 16, 32)  # resnet stages
+    assert level_stages(strides, 8) == [0, 1, 2]  # default profile: half, equal, double the grid stride
+    assert level_stages(strides, 16) == [1, 2, 3]  # the paper: strides 8, 16, 32 around a stride-16 grid
+    with pytest.raises(ValueError, match=r"strides \[2, 4, 8\].*none at \[2\]"):
+        level_stages(strides, 4)

@@ -1,18 +1,31 @@
-"""``python -m vlrepro.amc --variant amc --seed 0``: one run of the ``amc`` matrix stage (no notebook: a
-papermill kernel per run would cost more than the run). Paths are relative to the repository root."""
+"""``python -m vlrepro.amc pretrain`` | ``python -m vlrepro.amc run --variant amc --seed 0``.
+
+The commands of the ``amc_pretrain`` and ``amc@<variant>-<seed>`` DVC stages (no notebook: a papermill
+kernel per run would cost more than the run). Paths are relative to the repository root:
+
+- ``pretrain``: the ALBEF pre-training phase on world captions, ``checkpoints/albef`` (``vlrepro.amc.pretrain``);
+- ``run``: one variant × seed from that checkpoint, ``reports/metrics/amc/<variant>-<seed>.json`` and
+  ``runs/amc/<variant>-<seed>/`` (``vlrepro.amc.run``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
+
+ALBEF_DIR = Path("checkpoints") / "albef"
 
 
 def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--variant", required=True, help="a name under amc.variants in params.yaml")
-    ap.add_argument("--seed", type=int, required=True)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    sub.add_parser("pretrain", help="ALBEF pre-training on world captions (checkpoints/albef)")
+    run_ap = sub.add_parser("run", help="train and evaluate one variant with one seed")
+    run_ap.add_argument("--variant", required=True, help="a name under amc.variants in params.yaml")
+    run_ap.add_argument("--seed", type=int, required=True)
     args = ap.parse_args(argv)
 
     from vlrepro.config import ConfigError, find_params_file, load_params
@@ -20,25 +33,36 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params_file = find_params_file()
         P = load_params(params_file)
-        P.amc.variant(args.variant)  # type: ignore[attr-defined]
+        if args.command == "run":
+            P.amc.variant(args.variant)  # type: ignore[attr-defined]
     except (ConfigError, KeyError) as e:
         print(f"error: {params_file if 'params_file' in locals() else 'params.yaml'}: {e}", file=sys.stderr)
         return 2
-    if args.seed < 0:
+    if args.command == "run" and args.seed < 0:
         print(f"error: --seed {args.seed}: must be >= 0", file=sys.stderr)
         return 2
     import torch
-
-    from vlrepro.amc.run import run
 
     # One intra-op thread: two runs at once use both cores (python -m vlrepro.matrix), and the numbers do not
     # depend on how the run was started.
     torch.set_num_threads(1)
     root = params_file.parent
+    data = root / "data" / "world"
+    if args.command == "pretrain":
+        from vlrepro.amc.pretrain import pretrain_albef
+
+        m = pretrain_albef(P.amc, data, root / "checkpoints" / "pretrain", root / ALBEF_DIR, P.seed)  # type: ignore[attr-defined]
+        itm = m["val_itm_acc"]
+        print(f"amc pretrain: {m['steps']} steps in {m['seconds']:.1f} s; flickr.val ITM accuracy "
+              f"{itm['untrained']:.3f} -> {itm['pretrained']:.3f}")
+        return 0
+
+    from vlrepro.amc.run import run
+
     name = f"{args.variant}-{args.seed}"
     t_import = time.perf_counter()
     result = run(
-        P.amc, args.variant, args.seed, root / "data" / "world", root / "checkpoints" / "pretrain",  # type: ignore[attr-defined]
+        P.amc, args.variant, args.seed, data, root / ALBEF_DIR,  # type: ignore[attr-defined]
         metrics_path=root / "reports" / "metrics" / "amc" / f"{name}.json", run_dir=root / "runs" / "amc" / name,
     )
     t = result.timing

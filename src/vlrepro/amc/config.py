@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from vlrepro.config import Section
 
+CAPTION_SETS = ("captions", "flickr", "web")  # world sets whose records hold whole image captions
 EVAL_SPLITS: dict[str, tuple[str, ...]] = {"flickr": ("val", "test"), "refcoco+": ("val", "testA", "testB")}
 PAPER = "AMC"
 CLAIM_METRICS = ("flickr.test.pointing", "refcoco+.testA.pointing", "refcoco+.testB.pointing")  # the card's splits
@@ -50,6 +51,9 @@ class AMCEvalParams(Section):
     max_samples: int | None = Field(None, ge=1, description="first N samples (phrases/expressions) per split")
     batch_size: int = Field(256, ge=1)
     heatmap_images: int = Field(6, ge=0, description="fixed samples per figure split whose heatmaps are saved")
+    curve_every: int = Field(250, ge=0, description="steps between learning-curve points (pointing and ITM "
+                             "accuracy on flickr val); 0 = none")
+    curve_samples: int = Field(200, ge=1, description="first flickr val phrases of the learning curve")
 
     @field_validator("sets")
     @classmethod
@@ -59,6 +63,29 @@ class AMCEvalParams(Section):
                 raise ValueError(f"unknown evaluation set {name!r}; allowed: {', '.join(EVAL_SPLITS)}")
             if bad := [s for s in splits if s not in EVAL_SPLITS[name]]:
                 raise ValueError(f"{name}: unknown splits {bad}; allowed: {', '.join(EVAL_SPLITS[name])}")
+        return v
+
+
+class ALBEFPretrainParams(Section):
+    """The ALBEF pre-training phase (stage ``amc_pretrain``): ITC + ITM + MLM on world image-caption pairs,
+    no boxes. The paper starts AMC from ALBEF weights pre-trained on image-caption data and only then
+    fine-tunes on box-annotated regions; trained on the short region descriptions alone, ITM stays at chance."""
+
+    sets: tuple[str, ...] = Field(("captions", "flickr"), min_length=1,
+                                  description="world sets whose train captions (whole texts) are the pairs")
+    steps: int = Field(1000, ge=0, description="0 = no pre-training phase: the AMC runs start from CLIP")
+    batch_size: int = Field(32, ge=2)
+    lr: float = Field(1e-3, gt=0, description="peak lr of the new parts (cross-attention, ITM head)")
+    encoder_lr: float = Field(3e-4, gt=0, description="peak lr of the parts that come from CLIP")
+    warmup_steps: int = Field(100, ge=0)
+    eval_every: int = Field(250, ge=0, description="steps between ITM evaluations (the learning curve); 0 = end only")
+    eval_samples: int = Field(200, ge=1, description="flickr val phrases of the ITM curve (each with a negative)")
+
+    @field_validator("sets")
+    @classmethod
+    def _sets(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if bad := [s for s in v if s not in CAPTION_SETS]:
+            raise ValueError(f"unknown caption sets {bad}; allowed: {', '.join(CAPTION_SETS)}")
         return v
 
 
@@ -73,13 +100,21 @@ class AMCParams(Section):
     )  # fmt: skip
     text_layers: int = Field(2, ge=1, description="BERT layers of the text encoder; the rest become fusion layers")
     max_len: int = Field(25, ge=4, description="tokens per text ([CLS]/[SEP] included); card: 25")
-    steps: int = Field(150, ge=1)
+    steps: int = Field(1000, ge=1)
     batch_size: int = Field(32, ge=2)
-    lr: float = Field(3e-4, gt=0, description="peak lr of the new parts (cross-attention, ITM head)")
-    encoder_lr: float = Field(1e-4, gt=0, description="peak lr of the pre-trained parts")
+    lr: float = Field(1e-3, gt=0, description="peak lr of the new parts (cross-attention, ITM head)")
+    encoder_lr: float = Field(3e-4, gt=0, description="peak lr of the pre-trained parts")
     weight_decay: float = Field(0.02, ge=0)
-    warmup_steps: int = Field(10, ge=0)
+    warmup_steps: int = Field(100, ge=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine ends at lr * this (card: 1e-5 -> 1e-6)")
+    text_pooling: Literal["mean", "cls"] = Field(
+        "mean", description="ITC text feature: mean of the text encoder's tokens (how the world CLIP aligned "
+        "text, so ITC starts aligned) or ALBEF's [CLS]")
+    itm_negatives: Literal["random", "hard"] = Field(
+        "random", description="ITM negatives: another image/text of the batch drawn uniformly, or ALBEF's hard "
+        "ones (drawn by contrastive similarity; on the world, whose short texts repeat across images, these "
+        "are often true matches and ITM collapses to 'no match')")
+    pretrain: ALBEFPretrainParams = ALBEFPretrainParams()
     mlm_prob: float = Field(0.15, gt=0, lt=1)
     momentum: float = Field(0.995, ge=0, lt=1, description="EMA of the momentum encoders (ITC distillation)")
     distill_alpha: float = Field(0.4, ge=0, le=1, description="weight of the momentum model's soft ITC targets")

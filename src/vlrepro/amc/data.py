@@ -77,7 +77,12 @@ def augment(image: Tensor, mask: Tensor, cfg: AugmentParams) -> tuple[Tensor, Te
 
 
 class RegionPairs(torch.utils.data.Dataset):
-    """``vg`` regions: image, text ids (and an MLM-masked copy), box mask, has_box, image index."""
+    """``vg`` regions: image, text ids (and an MLM-masked copy), box mask, has_box, image index.
+
+    With ``boxes=False`` every record with a text is a pair and none has a box (all-zero mask): the
+    image-caption pairs of the ALBEF pre-training phase. ``image_offset`` is added to the image index, so
+    that the images of several splits (a ``ConcatDataset``) keep distinct ids in a batch.
+    """
 
     def __init__(
         self,
@@ -89,18 +94,22 @@ class RegionPairs(torch.utils.data.Dataset):
         box_share: float = 1.0,
         box_seed: int = 0,
         limit: int | None = None,
+        boxes: bool = True,
+        image_offset: int = 0,
     ):
         if split.images is None:
             raise ValueError("RegionPairs needs a split with images.npy (the embedded world)")
-        records = [r for r in split.records[:limit] if r.boxes]
+        records = [r for r in split.records[:limit] if (r.boxes if boxes else r.text)]
         if not records:
-            raise ValueError("no region with a box in the training split")
+            raise ValueError(f"no {'region with a box' if boxes else 'text'} in the training split")
         self.images = torch.from_numpy(np.array(split.images))
         self.index = torch.tensor([int(r.image) for r in records])
-        self.boxes = torch.tensor([r.boxes[0] for r in records], dtype=torch.float32)
+        self.image_offset = image_offset
+        self.boxes = torch.tensor([r.boxes[0] if boxes else (0.0, 0.0, 0.0, 0.0) for r in records],
+                                  dtype=torch.float32)  # an empty box: an all-zero mask
         self.ids = encode_rows(tokenizer, [r.text for r in records], max_len)
         self.flipped_ids = encode_rows(tokenizer, [swap_left_right(r.text) for r in records], max_len)
-        n_box = max(1, round(box_share * len(records))) if box_share > 0 else 0
+        n_box = (max(1, round(box_share * len(records))) if box_share > 0 else 0) if boxes else 0
         chosen = np.random.default_rng([box_seed, 7]).permutation(len(records))[:n_box]
         self.has_box = torch.zeros(len(records), dtype=torch.bool)
         self.has_box[torch.from_numpy(chosen)] = True
@@ -121,7 +130,7 @@ class RegionPairs(torch.utils.data.Dataset):
         mlm_ids, labels = mask_tokens(ids, ~torch.isin(ids, self.special), self.mask_id, self.vocab_size,
                                       self.mlm_prob)
         return {"image": image, "mask": mask, "ids": ids, "mlm_ids": mlm_ids, "mlm_labels": labels,
-                "has_box": self.has_box[i], "image_id": self.index[i]}
+                "has_box": self.has_box[i], "image_id": self.index[i] + self.image_offset}
 
     def collate(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         return {

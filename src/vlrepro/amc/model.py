@@ -41,12 +41,15 @@ class ALBEFConfig:
     momentum: float = 0.995  # EMA of the momentum encoders
     distill_alpha: float = 0.4  # weight of the momentum model's soft ITC targets
     vision_trainable_blocks: int | None = None  # last ViT blocks that train (None = all; 0 = frozen ViT)
+    text_pooling: str = "cls"  # ITC text feature: "cls" (ALBEF) or "mean" over the text tokens (the world CLIP's)
 
     @property
     def fusion_layers(self) -> int:
         return self.text.num_layers - self.text_layers
 
     def __post_init__(self) -> None:
+        if self.text_pooling not in ("cls", "mean"):
+            raise ValueError(f"text_pooling = {self.text_pooling!r}: allowed values are 'cls' and 'mean'")
         if not 1 <= self.text_layers < self.text.num_layers:
             raise ValueError(f"text_layers = {self.text_layers} must leave at least one of the BERT's "
                              f"{self.text.num_layers} layers for fusion")
@@ -172,6 +175,13 @@ class ALBEF(nn.Module):
         model.sync_momentum()
         return model
 
+    def with_config(self, **overrides: object) -> ALBEF:
+        """A copy of this model (same weights) whose config has ``overrides``, e.g. another number of
+        trainable ViT blocks for the next training phase."""
+        model = type(self)(dataclasses.replace(self.config, **overrides), self.text.tokenizer)  # type: ignore[arg-type]
+        model.load_state_dict(self.state_dict())
+        return model
+
     @torch.no_grad()
     def sync_momentum(self) -> None:
         """Momentum encoders := the online ones (start of training)."""
@@ -228,6 +238,13 @@ class ALBEF(nn.Module):
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         return self.text(input_ids, attention_mask)
+
+    def text_feature(self, text_hidden: Tensor, attention_mask: Tensor) -> Tensor:
+        """``(B, D)`` text vector of ITC before projection: [CLS] or the mean of the unpadded tokens."""
+        if self.config.text_pooling == "cls":
+            return text_hidden[:, 0]
+        weights = attention_mask.unsqueeze(-1).to(text_hidden.dtype)
+        return (text_hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
     def fuse(self, text_hidden: Tensor, attention_mask: Tensor, image_tokens: Tensor) -> Tensor:
         """Fusion encoder: text tokens attend to themselves and to the image tokens, layer by layer."""

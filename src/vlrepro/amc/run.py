@@ -1,11 +1,15 @@
-"""One AMC run (variant × seed): train the ALBEF-style model with ITC + ITM + MLM (+ AMC), then the pointing game.
+"""One AMC run (variant × seed): from the ``amc_pretrain`` checkpoint (``vlrepro.amc.pretrain``), train the
+ALBEF-style model with ITC + ITM + MLM (+ AMC) on region descriptions, then the pointing game.
 
-Training loss per batch of B region descriptions (``albef_amc_loss``):
+Training loss per batch of B pairs (``albef_amc_loss``, also the pre-training phase's loss, without AMC):
 
-- **ITC**: image [CLS] and text [CLS] projections, InfoNCE with soft targets ``α·softmax(momentum sims) +
-  (1-α)·positives`` (texts of the same image are positives), ALBEF's momentum distillation without the queue;
-- **ITM**: the fusion encoder on B positive pairs and 2B hard negatives (per text an image, per image a text,
-  drawn ∝ softmax of the contrastive similarity, same-image pairs excluded), 2-way cross-entropy;
+- **ITC**: projections of the image [CLS] and of the text feature (``amc.text_pooling``: the mean of the text
+  tokens by default, ALBEF's [CLS] in the ``paper`` profile), InfoNCE with soft targets
+  ``α·softmax(momentum sims) + (1-α)·positives`` (texts of the same image are positives), ALBEF's momentum
+  distillation without the queue;
+- **ITM**: the fusion encoder on B positive pairs and 2B negatives (per text an image, per image a text, from
+  other images of the batch; ``amc.itm_negatives``: uniformly by default, ALBEF's hard negatives drawn ∝
+  softmax of the contrastive similarity in the ``paper`` profile), 2-way cross-entropy;
 - **MLM**: BERT masking of the text, fused with its image, tied-decoder cross-entropy;
 - **AMC** (variants with λ1 or λ2 > 0): GradCAM of the summed match logits of the positive pairs that keep a
   box, at the variant's fusion layer, with ``create_graph=True``; ReLU, min-max normalised, upsampled to the
@@ -24,7 +28,9 @@ match logit, and beside them two controls that need no grounding, for the learni
   ``n_itm_pairs`` pairs.
 
 Outputs: ``reports/metrics/amc/<variant>-<seed>.json`` (metrics + claim and gate rows) and
-``runs/amc/<variant>-<seed>/`` (``history.json``, ``heatmaps.npz`` of fixed samples, ``timing.json``,
+``runs/amc/<variant>-<seed>/`` (``history.json``: the training log and, every ``amc.eval.curve_every`` steps
+from step 0, a learning-curve point ``curve_point``; ``heatmaps.npz`` of fixed samples and of their other
+phrases; ``timing.json``;
 ``hits.json``: per split the 0/1 hits per query in order, ``pointing``, ``centre`` and ``other_phrase``
 (``null`` where a query has no other phrase), so that variants can later be compared query by query).
 """
@@ -47,6 +53,7 @@ from torch import Tensor
 from vlrepro.amc.config import CLAIM_METRICS, EVAL_SPLITS, PAPER, AMCParams, VariantParams
 from vlrepro.amc.data import GroundingSet, RegionPairs, grounding_set, world_split_dir
 from vlrepro.amc.model import ALBEF
+from vlrepro.amc.pretrain import PRETRAINED_PREFIXES
 from vlrepro.data.records import load_split
 from vlrepro.explain.gradcam import AttentionRecorder, attention_gradcam, upsample
 from vlrepro.io import write_json, write_metrics
@@ -56,10 +63,6 @@ from vlrepro.models import load_pretrained
 from vlrepro.models.backbones import images_to_tensor
 from vlrepro.pretrain.mlm import IGNORE
 from vlrepro.train import TrainConfig, evaluating, fit, groups_by_prefix
-
-# Parameters that start pre-trained train at encoder_lr; the new ones (cross-attention, ITM head) at lr.
-PRETRAINED_PREFIXES = ("visual.", "text.", "image_proj.", "text_proj.", "logit_scale.")
-
 
 # Learning gates (vlrepro.report.gates), the same for every variant: a claim between two variants is testable
 # only if both beat controls that need no learning, computed in the same run on the same queries (below).
@@ -120,7 +123,7 @@ def _negatives(sim: Tensor, same: Tensor) -> Tensor:
 
 
 def albef_amc_loss(
-    model: ALBEF, batch: dict[str, Tensor], variant: VariantParams
+    model: ALBEF, batch: dict[str, Tensor], variant: VariantParams, hard_negatives: bool = False
 ) -> dict[str, Tensor]:
     """ITC + ITM + MLM (+ AMC) of one batch; see the module docstring. ``model`` is the bare ALBEF."""
     images, ids, mask = batch["images"], batch["input_ids"], batch["attention_mask"]
@@ -134,12 +137,12 @@ def albef_amc_loss(
     image_tokens, image_tokens_m = model.encode_image_with_momentum(images)
     text_hidden = model.encode_text(ids, mask)
     image_feat = F.normalize(model.image_proj(model.visual.pool(image_tokens)), dim=-1)
-    text_feat = F.normalize(model.text_proj(text_hidden[:, 0]), dim=-1)
+    text_feat = F.normalize(model.text_proj(model.text_feature(text_hidden, mask)), dim=-1)
     scale = model.logit_scale()
     with torch.no_grad():
         mom = model.momentum
         image_m = F.normalize(mom["image_proj"](model.visual.pool(image_tokens_m.detach())), dim=-1)
-        text_m = F.normalize(mom["text_proj"](mom["text"](ids, mask)[:, 0]), dim=-1)
+        text_m = F.normalize(mom["text_proj"](model.text_feature(mom["text"](ids, mask), mask)), dim=-1)
         sim_m = scale * image_m @ text_m.t()
         alpha = model.config.distill_alpha
         target_i2t = alpha * torch.softmax(sim_m, 1) + (1 - alpha) * positives
@@ -150,10 +153,12 @@ def albef_amc_loss(
         + (F.log_softmax(sim_i2t.t(), 1) * target_t2i).sum(1).mean()
     ) / 2
 
-    # ITM with hard negatives from the contrastive similarity.
+    # ITM negatives: hard ones drawn by contrastive similarity, or uniform (a zero similarity) among the
+    # batch entries of other images.
     with torch.no_grad():
-        neg_image = _negatives(sim_i2t.t().detach(), same)  # per text: an image
-        neg_text = _negatives(sim_i2t.detach(), same)  # per image: a text
+        sim = sim_i2t.detach() if hard_negatives else torch.zeros_like(sim_i2t)
+        neg_image = _negatives(sim.t(), same)  # per text: an image
+        neg_text = _negatives(sim, same)  # per image: a text
     image_all = torch.cat([image_tokens, image_tokens[neg_image], image_tokens])
     text_all = torch.cat([text_hidden, text_hidden, text_hidden[neg_text]])
     mask_all = torch.cat([mask, mask, mask[neg_text]])
@@ -181,9 +186,11 @@ def albef_amc_loss(
     return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
 
 
-def _loss_fn(model: torch.nn.Module, batch: dict[str, Tensor], variant: VariantParams) -> dict[str, Tensor]:
+def _loss_fn(
+    model: torch.nn.Module, batch: dict[str, Tensor], variant: VariantParams, hard_negatives: bool
+) -> dict[str, Tensor]:
     bare = model.module if hasattr(model, "module") else model
-    return albef_amc_loss(bare, batch, variant)  # type: ignore[arg-type]
+    return albef_amc_loss(bare, batch, variant, hard_negatives)  # type: ignore[arg-type]
 
 
 # --- evaluation -----------------------------------------------------------------------------------------
@@ -295,6 +302,25 @@ def evaluate_itm(model: ALBEF, data: GroundingSet, batch: int = 256) -> dict[str
     return {"itm_acc": itm_accuracy(logits[:n], logits[n:]), "n_itm_pairs": 2 * n}
 
 
+CURVE_SPLIT = ("flickr", "val")  # the learning curves' split (pre-training phase and every run)
+
+
+def curve_set(data_dir: Path, samples: int) -> GroundingSet:
+    """The first ``samples`` queries of ``CURVE_SPLIT``, with their controls."""
+    name, split = CURVE_SPLIT
+    return grounding_set(load_split(world_split_dir(data_dir, name, split)), f"{name}/{split}", samples)
+
+
+def curve_point(model: ALBEF, data: GroundingSet, layer: int) -> dict[str, float]:
+    """One learning-curve point: ``val_pointing`` (and its other-phrase control) and ``val_itm_acc``."""
+    scores, _, _ = evaluate_grounding(model, data, layer)
+    point = {"val_pointing": scores["pointing"], "val_itm_acc": evaluate_itm(model, data)["itm_acc"]}
+    if "pointing_other_phrase" in scores:
+        point |= {"val_pointing_paired": scores["pointing_paired"],
+                  "val_pointing_other_phrase": scores["pointing_other_phrase"]}
+    return point
+
+
 FIGURE_SPLITS = ("flickr.test", "refcoco+.testA", "refcoco+.testB")  # splits whose first heatmaps are saved
 
 
@@ -315,7 +341,20 @@ def evaluate_splits(
         metrics.setdefault(name, {})[split] = scores
         if heatmap_images and key in FIGURE_SPLITS:
             heatmaps[key] = heat[:heatmap_images].numpy().astype(np.float32)
+            heatmaps[f"{key}/other"] = _other_phrase_heatmaps(model, data, heatmap_images, layer, batch)
     return metrics, heatmaps, hits
+
+
+def _other_phrase_heatmaps(model: ALBEF, data: GroundingSet, k: int, layer: int, batch: int) -> np.ndarray:
+    """Heatmaps of the first ``k`` queries' other phrases (NaN where a query has none): the figure of two
+    phrases of one image, which shows whether the map follows the text."""
+    k = min(k, len(data))
+    keep = [i for i in range(k) if data.other_texts[i] is not None]  # type: ignore[index]
+    out = np.full((k, *data.images.shape[1:3]), np.nan, dtype=np.float32)
+    if keep:
+        other = data.subset(keep, [data.other_texts[i] for i in keep])  # type: ignore[index,misc]
+        out[keep] = grounding_heatmaps(model, other, layer, batch).numpy()
+    return out
 
 
 # Metric -> the GroundingSet texts it is computed from, and what they are (for the error message).
@@ -361,16 +400,13 @@ def _check_source(params: AMCParams) -> None:
         )
 
 
-def build_model(params: AMCParams, ckpt_dir: Path, seed: int) -> ALBEF:
-    """ALBEF from the pretrain stage's dual encoder (+ the text checkpoint's MLM head); new parts seeded."""
-    clip = load_pretrained(Path(ckpt_dir) / "clip")
-    text_dir = Path(ckpt_dir) / "text"
-    text = load_pretrained(text_dir) if (text_dir / "config.json").is_file() else None
-    torch.manual_seed(seed)
-    return ALBEF.from_dual_encoder(
-        clip, params.text_layers, text, momentum=params.momentum, distill_alpha=params.distill_alpha,  # type: ignore[arg-type]
-        vision_trainable_blocks=params.vision_trainable_blocks,  # type: ignore[arg-type]
-    )
+def build_model(params: AMCParams, albef_dir: Path) -> ALBEF:
+    """The ``amc_pretrain`` stage's ALBEF, with this stage's trainable blocks and momentum settings."""
+    model = load_pretrained(albef_dir)
+    if not isinstance(model, ALBEF):
+        raise ValueError(f"{albef_dir}: a {type(model).__name__} checkpoint; run `dvc repro amc_pretrain` first")
+    return model.with_config(vision_trainable_blocks=params.vision_trainable_blocks, momentum=params.momentum,
+                             distill_alpha=params.distill_alpha).train()
 
 
 def run(
@@ -378,7 +414,7 @@ def run(
     variant_name: str,
     seed: int,
     data_dir: Path,
-    ckpt_dir: Path,
+    albef_dir: Path,
     metrics_path: Path | None = None,
     run_dir: Path | None = None,
 ) -> RunResult:
@@ -386,7 +422,10 @@ def run(
     _check_source(params)
     variant = params.variant(variant_name)
     t0 = time.perf_counter()
-    model = build_model(params, ckpt_dir, seed)
+    model = build_model(params, albef_dir)
+    if model.config.text_pooling != params.text_pooling:
+        raise ValueError(f"{albef_dir}: pre-trained with text_pooling {model.config.text_pooling!r}, params say "
+                         f"amc.text_pooling = {params.text_pooling!r}; re-run `dvc repro amc_pretrain`")
     n_fusion = len(model.fusion)
     if not -n_fusion <= variant.gradcam_layer < n_fusion:
         raise ValueError(f"amc.variants.{variant_name}.gradcam_layer = {variant.gradcam_layer}: the model has "
@@ -403,15 +442,25 @@ def run(
     check_controls(eval_sets, gates)  # before training: a gate without its control would fail at the end
     t_setup = time.perf_counter()
 
+    every = params.eval.curve_every
+    curve_data = curve_set(data_dir, params.eval.curve_samples) if every else None
+
+    def evaluate(m: torch.nn.Module) -> dict[str, float]:
+        return curve_point(m, curve_data, variant.gradcam_layer)  # type: ignore[arg-type]
+
+    history = [{"step": 0, **evaluate(model)}] if every else []
     cfg = TrainConfig(
         steps=params.steps, batch_size=params.batch_size, lr=params.lr, weight_decay=params.weight_decay,
-        warmup_steps=params.warmup_steps, min_lr_ratio=params.min_lr_ratio, seed=seed, progress=False,
-        ckpt_every=0, resume=False, log_every=max(1, params.steps // 20), device="auto",
+        warmup_steps=min(params.warmup_steps, params.steps - 1), min_lr_ratio=params.min_lr_ratio, seed=seed,
+        progress=False, ckpt_every=0, resume=False, log_every=max(1, params.steps // 20), eval_every=every,
+        device="auto",
     )  # fmt: skip
     groups = groups_by_prefix(model, dict.fromkeys(PRETRAINED_PREFIXES, params.encoder_lr))
     with tempfile.TemporaryDirectory(prefix="amc_") as tmp:
-        result = fit(model, train, partial(_loss_fn, variant=variant), cfg, tmp, param_groups=groups,
+        loss = partial(_loss_fn, variant=variant, hard_negatives=params.itm_negatives == "hard")
+        result = fit(model, train, loss, cfg, tmp, evaluate=evaluate if every else None, param_groups=groups,
                      collate_fn=train.collate, run_id=f"amc-{variant_name}-{seed}")
+    history += result.history
     t_train = time.perf_counter()
 
     model.eval()
@@ -427,21 +476,27 @@ def run(
                       claims=claim_rows(tuple(params.variants)), gates=gates)
     if run_dir is not None:
         run_dir = Path(run_dir)
-        write_json(run_dir / "history.json", result.history)
+        write_json(run_dir / "history.json", history)
         write_json(run_dir / "timing.json", timing)
         write_json(run_dir / "hits.json", hits)
         _save_heatmaps(run_dir / "heatmaps.npz", heatmaps, eval_sets)
-    return RunResult(metrics, result.history, timing, model)
+    return RunResult(metrics, history, timing, model)
 
 
 def _save_heatmaps(path: Path, heatmaps: dict[str, np.ndarray], eval_sets: dict[str, GroundingSet]) -> None:
-    """Heatmaps of the first samples of the figure splits, with their images, texts and boxes (npz, atomic)."""
+    """Heatmaps of the first samples of the figure splits, with their images, texts and boxes, and the maps of
+    their other phrases (``other_heat``, ``other_text``; npz, atomic)."""
     from vlrepro.io import atomic_write
 
     arrays: dict[str, np.ndarray] = {}
     for key, heat in heatmaps.items():
+        if key.endswith("/other"):
+            continue
         data, k = eval_sets[key], len(heat)
         arrays[f"{key}/heat"] = heat
+        if f"{key}/other" in heatmaps:
+            arrays[f"{key}/other_heat"] = heatmaps[f"{key}/other"]
+            arrays[f"{key}/other_text"] = np.array([t or "" for t in data.other_texts[:k]])  # type: ignore[index]
         arrays[f"{key}/image"] = np.asarray(data.images[data.image_index[:k]])
         arrays[f"{key}/text"] = np.array(data.texts[:k])
         boxes = np.full((k, max(len(b) for b in data.boxes[:k]), 4), np.nan, dtype=np.float32)

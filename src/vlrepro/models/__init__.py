@@ -32,6 +32,7 @@ KINDS: dict[str, tuple[str, str, str, bool]] = {
     "text": ("vlrepro.models.text", "TextEncoder", "TextConfig", True),
     "clip": ("vlrepro.models.clip", "DualEncoder", "CLIPConfig", True),
     "rec": ("vlrepro.models.rec", "RECModel", "RECConfig", True),
+    "albef": ("vlrepro.amc.model", "ALBEF", "ALBEFConfig", True),  # the amc_pretrain stage's checkpoint
 }
 _EXPORTS = {
     "CNNBackbone": "backbones", "CNNConfig": "backbones", "ViTBackbone": "backbones", "ViTConfig": "backbones",

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from vlrepro.smcim.features import LEVELS, block_outputs
+from vlrepro.smcim.features import block_outputs
 from vlrepro.smcim.online import EndToEnd
 
 
@@ -54,7 +54,7 @@ def measure(model: EndToEnd, image: torch.Tensor, expression: str, warmup: int =
     model.eval()
     tok = model.text.tokenize([expression])
     ids, mask = tok["input_ids"], tok["attention_mask"]
-    maps = model.cnn(image)[-LEVELS:]
+    maps = model.visual_levels(image)
     words = block_outputs(model.text.hidden_states(ids, mask), model.text_blocks)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     return Cost(

@@ -7,7 +7,7 @@ Frozen encoders are the one deliberate departure from the paper's recipe; every 
 
 Per world set and split, ``<set>/<split>.safetensors`` holds:
 
-- ``level{i}`` (V, N, C_i, h_i, w_i) float16: the last three CNN stage maps of each image in each of V
+- ``level{i}`` (V, N, C_i, h_i, w_i) float16: three CNN stage maps (``LEVEL_RATIOS``) of each image in each of V
   views (train: the original + ``augment.views − 1`` augmented views; evaluation splits: the original);
 - ``states`` (U, blocks, L, D) float16 and ``mask`` (U, L): the text encoder's block outputs for each
   distinct text (the flipped views' texts, with left/right swapped, included);
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,30 @@ from vlrepro.smcim.augment import apply_view, draw_view, transform_boxes
 from vlrepro.smcim.config import EVAL_SPLITS, SMCIMParams
 from vlrepro.transforms import swap_left_right
 
-LEVELS = 3  # CNN stages kept: the last three (SMCIM's multi-stage visual features)
+# The paper resizes the ResNet stages at strides 8, 16 and 32 to a grid of stride 16: one map finer than the
+# grid, one as fine, one coarser. The same ratios are kept here for whatever grid stride the profile uses
+# (default 8: the stages at strides 4, 8 and 16). Taking "the last three stages" instead would, on 64-px
+# images, leave the one-level ablation a 2x2 map that cannot localise anything.
+LEVEL_RATIOS = (0.5, 1, 2)
+LEVELS = len(LEVEL_RATIOS)
+
+
+def level_stages(reductions: Sequence[int], grid_stride: int) -> list[int]:
+    """Indices (finest first) of the CNN stages at ``grid_stride`` × ``LEVEL_RATIOS``, given each stage's stride."""
+    want = [round(grid_stride * r) for r in LEVEL_RATIOS]
+    if missing := [s for s in want if s not in reductions]:
+        raise ValueError(
+            f"SMCIM's visual levels need CNN stages at strides {want} (smcim.model.grid_stride = {grid_stride}); "
+            f"the CNN's stages have strides {list(reductions)}, none at {missing}: choose a grid stride whose "
+            f"half and double are stage strides too"
+        )
+    return [list(reductions).index(s) for s in want]
+
+
+def visual_levels(cnn: torch.nn.Module, images: Tensor, grid_stride: int) -> list[Tensor]:
+    """The ``LEVELS`` stage maps of ``images`` that SMCIM reads (see ``LEVEL_RATIOS``), finest first."""
+    maps = cnn(images)
+    return [maps[i] for i in level_stages(cnn.reductions, grid_stride)]  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -95,9 +119,9 @@ def encode_texts(text_encoder: torch.nn.Module, texts: list[str], blocks: int, m
 
 
 @torch.no_grad()
-def encode_images(cnn: torch.nn.Module, images: Tensor, batch: int = 256) -> list[Tensor]:
-    """Float images (N, 3, H, W) -> the last three stage maps, float16."""
-    maps = [cnn(images[i : i + batch])[-LEVELS:] for i in range(0, len(images), batch)]
+def encode_images(cnn: torch.nn.Module, images: Tensor, grid_stride: int, batch: int = 256) -> list[Tensor]:
+    """Float images (N, 3, H, W) -> SMCIM's three stage maps (``visual_levels``), float16."""
+    maps = [visual_levels(cnn, images[i : i + batch], grid_stride) for i in range(0, len(images), batch)]
     return [torch.cat([m[k] for m in maps]).half() for k in range(LEVELS)]
 
 
@@ -121,7 +145,7 @@ def extract_split(
             params = draw_view(len(images), size, p.augment, gen)
             view_images, view_boxes = apply_view(images, params), transform_boxes(target_px, params, image, size)
             flip = params.flip
-        for k, m in enumerate(encode_images(cnn, view_images)):
+        for k, m in enumerate(encode_images(cnn, view_images, p.model.grid_stride)):
             level_views[k].append(m)
         boxes.append(xyxy_to_cxcywh(view_boxes / size))
         flips.append(flip[image])

@@ -20,7 +20,7 @@ from vlrepro.models.smcim import SMCIMOutput
 from vlrepro.pretrain.data import pad_texts
 from vlrepro.smcim.augment import apply_view, draw_view, transform_boxes
 from vlrepro.smcim.config import SMCIMParams
-from vlrepro.smcim.features import LEVELS, block_outputs
+from vlrepro.smcim.features import block_outputs, visual_levels
 from vlrepro.train import evaluating
 from vlrepro.transforms import swap_left_right
 
@@ -28,13 +28,17 @@ from vlrepro.transforms import swap_left_right
 class EndToEnd(nn.Module):
     """CNN + text encoder + SMCIM/TransVG fusion: ``forward(images, input_ids, attention_mask) -> SMCIMOutput``."""
 
-    def __init__(self, cnn: nn.Module, text: nn.Module, fusion: nn.Module, text_blocks: int):
+    def __init__(self, cnn: nn.Module, text: nn.Module, fusion: nn.Module, text_blocks: int, grid_stride: int):
         super().__init__()
         self.cnn, self.text, self.fusion, self.text_blocks = cnn, text, fusion, text_blocks
+        self.grid_stride = grid_stride
+
+    def visual_levels(self, images: Tensor) -> list[Tensor]:
+        return visual_levels(self.cnn, images, self.grid_stride)
 
     def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> SMCIMOutput:
         words = block_outputs(self.text.hidden_states(input_ids, attention_mask), self.text_blocks)
-        return self.fusion(self.cnn(images)[-LEVELS:], words, attention_mask)
+        return self.fusion(self.visual_levels(images), words, attention_mask)
 
 
 class ImageExpressions(torch.utils.data.Dataset):

@@ -27,7 +27,7 @@ from vlrepro.metrics.boxes import acc_at_iou, cxcywh_to_xyxy
 from vlrepro.models.smcim import SMCIMConfig, SMCIMOutput, build
 from vlrepro.smcim import online
 from vlrepro.smcim.config import EVAL_SPLITS, SMCIMParams
-from vlrepro.smcim.features import LEVELS, Features, load_features
+from vlrepro.smcim.features import Features, level_stages, load_features
 from vlrepro.train import TrainConfig, evaluating, fit
 
 
@@ -248,8 +248,9 @@ def _online_setup(v: SMCIMParams, data_dir: Path, pretrain_dir: Path):
     train.collate = sets[0].collate  # type: ignore[attr-defined]  # one tokenizer and one padding for all sets
     evals = {(s, sp): online.ImageExpressions(data_dir / s / sp, text.tokenizer, v, augment=False)
              for s in v.eval_sets for sp in EVAL_SPLITS}  # fmt: skip
-    fusion = build(model_config(v, tuple(cnn.channels[-LEVELS:]), text.hidden_size, sets[0].size))
-    model = online.EndToEnd(cnn, text, fusion, v.text_blocks)
+    channels = tuple(cnn.channels[i] for i in level_stages(cnn.reductions, v.model.grid_stride))
+    fusion = build(model_config(v, channels, text.hidden_size, sets[0].size))
+    model = online.EndToEnd(cnn, text, fusion, v.text_blocks, v.model.grid_stride)
     groups = [
         {"params": list(fusion.parameters()), "name": "fusion"},
         {"params": [*cnn.parameters(), *text.parameters()], "lr": v.train.encoder_lr, "name": "encoders"},

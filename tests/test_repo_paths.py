@@ -220,11 +220,9 @@ def _report(problems: list[Problem]) -> str:
 # stage's outputs, and editing the notebook alone would leave dvc.lock describing outputs it no longer
 # makes). They are checked the other way round below, so the entry must go when the rerun has fixed them.
 PENDING_RERUN = {
-    name: "stage `data`" for name in ("notebooks/00_data.ipynb", "reports/notebooks/00_data.ipynb",
-                                      "reports/notebooks/00_data.html")
+    name: "stage `data`" for name in ("reports/notebooks/00_data.ipynb", "reports/notebooks/00_data.html")
 } | {
-    name: "stage `pretrain`" for name in ("notebooks/10_pretrain.ipynb", "reports/notebooks/10_pretrain.ipynb",
-                                          "reports/notebooks/10_pretrain.html")
+    name: "stage `pretrain`" for name in ("reports/notebooks/10_pretrain.ipynb", "reports/notebooks/10_pretrain.html")
 }  # fmt: skip
 
 

@@ -75,7 +75,9 @@ class TextParams(TrainParams):
 
 
 class CLIPParams(TrainParams):
+    steps: int = Field(5000, ge=0, description="optimizer updates; 0 = keep the initial weights")
     lr: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(100, ge=0)
     embed_dim: int = Field(64, ge=2, description="joint embedding width")
     init_temperature: float = Field(
         0.07, ge=0.01, le=1, description="CLIP's initial softmax temperature (learned; 1/τ is capped at 100)"

@@ -322,3 +322,37 @@ def test_text_config_from_bert_round_trip_and_relu_refused():
     relu.hidden_act = "relu"
     with pytest.raises(ValueError, match="gelu"):
         text_config_from_bert(relu)
+
+
+# --- lenient retrieval ---------------------------------------------------------------------------------
+
+
+def test_lenient_retrieval_also_counts_captions_true_of_the_query_image(monkeypatch):
+    from vlrepro.data.world.captions import caption_truth_matrix
+    from vlrepro.data.world.config import WorldConfig
+    from vlrepro.data.world.suite import build_split
+
+    cfg = WorldConfig()
+    split = build_split(cfg.model_copy(update={"captions": cfg.captions.model_copy(update={"test": 30})}),
+                        "captions", "test")  # fmt: skip
+    records = [r for r in split.records if r.text]
+    images = sorted({int(r.image) for r in records})
+    true = caption_truth_matrix(split, [r.text for r in records], images)
+    # image i: one that other images' captions describe too (world captions are often generic)
+    owner = np.array([images.index(int(r.image)) for r in records])
+    i = int(np.argmax([(true[k] & (owner != k)).sum() for k in range(len(images))]))
+    assert (true[i] & (owner != i)).any()
+    # every caption retrieves image i; every image retrieves caption 0 (its similarities all tie, at 1 for
+    # image i and 0 for the others, and argmax takes the first)
+    image_emb = torch.eye(len(images))
+    text_emb = torch.zeros(len(records), len(images))
+    text_emb[:, i] = 1.0
+    monkeypatch.setattr(contrastive, "_embed_images", lambda model, x: image_emb)
+    monkeypatch.setattr(contrastive, "_embed_texts", lambda model, x: text_emb)
+    r = contrastive.evaluate_retrieval(nn.Linear(1, 1), split)
+    assert r["t2i_r1"] == pytest.approx((owner == i).mean())  # strict: only image i's own captions
+    assert r["lenient_t2i_r1"] == pytest.approx(true[i].mean())  # lenient: every caption true of image i
+    assert r["lenient_t2i_r1"] > r["t2i_r1"]
+    assert r["i2t_r1"] == pytest.approx((owner[0] == np.arange(len(images))).mean())
+    assert r["lenient_i2t_r1"] == pytest.approx((true[:, 0] | (owner[0] == np.arange(len(images)))).mean())
+    assert r["lenient_r1"] == pytest.approx((r["lenient_i2t_r1"] + r["lenient_t2i_r1"]) / 2)

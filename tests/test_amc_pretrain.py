@@ -89,5 +89,5 @@ def test_albef_checkpoint_round_trip_and_new_phase_settings(tmp_path):
 
 
 def test_params_pretrain_section_rejects_unknown_sets():
-    with pytest.raises(ValueError, match="unknown caption sets"):
-        AMCParams(pretrain={"sets": ["vg"]})
+    with pytest.raises(ValueError, match="unknown pre-training sets"):
+        AMCParams(pretrain={"sets": ["det"]})

@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from vlrepro.config import Section
 
-CAPTION_SETS = ("captions", "flickr", "web")  # world sets whose records hold whole image captions
+PRETRAIN_SETS = ("captions", "flickr", "web", "vg")  # world sets whose records hold an image's text
 EVAL_SPLITS: dict[str, tuple[str, ...]] = {"flickr": ("val", "test"), "refcoco+": ("val", "testA", "testB")}
 PAPER = "AMC"
 CLAIM_METRICS = ("flickr.test.pointing", "refcoco+.testA.pointing", "refcoco+.testB.pointing")  # the card's splits
@@ -67,25 +67,27 @@ class AMCEvalParams(Section):
 
 
 class ALBEFPretrainParams(Section):
-    """The ALBEF pre-training phase (stage ``amc_pretrain``): ITC + ITM + MLM on world image-caption pairs,
-    no boxes. The paper starts AMC from ALBEF weights pre-trained on image-caption data and only then
-    fine-tunes on box-annotated regions; trained on the short region descriptions alone, ITM stays at chance."""
+    """The ALBEF pre-training phase (stage ``amc_pretrain``): ITC + ITM + MLM on world image-text pairs, no
+    boxes. The paper starts AMC from ALBEF weights pre-trained on image-text data (COCO, Visual Genome, web
+    captions) and only then fine-tunes with box masks. Here: world captions, flickr captions and the vg
+    region descriptions, as texts only."""
 
-    sets: tuple[str, ...] = Field(("captions", "flickr"), min_length=1,
-                                  description="world sets whose train captions (whole texts) are the pairs")
-    steps: int = Field(1000, ge=0, description="0 = no pre-training phase: the AMC runs start from CLIP")
+    sets: tuple[str, ...] = Field(("captions", "flickr", "vg"), min_length=1,
+                                  description="world sets whose train texts (whole captions, region "
+                                  "descriptions) are the pairs")
+    steps: int = Field(3000, ge=0, description="0 = no pre-training phase: the AMC runs start from CLIP")
     batch_size: int = Field(32, ge=2)
     lr: float = Field(1e-3, gt=0, description="peak lr of the new parts (cross-attention, ITM head)")
     encoder_lr: float = Field(3e-4, gt=0, description="peak lr of the parts that come from CLIP")
     warmup_steps: int = Field(100, ge=0)
-    eval_every: int = Field(250, ge=0, description="steps between ITM evaluations (the learning curve); 0 = end only")
+    eval_every: int = Field(500, ge=0, description="steps between learning-curve points; 0 = end only")
     eval_samples: int = Field(200, ge=1, description="flickr val phrases of the ITM curve (each with a negative)")
 
     @field_validator("sets")
     @classmethod
     def _sets(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if bad := [s for s in v if s not in CAPTION_SETS]:
-            raise ValueError(f"unknown caption sets {bad}; allowed: {', '.join(CAPTION_SETS)}")
+        if bad := [s for s in v if s not in PRETRAIN_SETS]:
+            raise ValueError(f"unknown pre-training sets {bad}; allowed: {', '.join(PRETRAIN_SETS)}")
         return v
 
 

@@ -1,10 +1,11 @@
 """The ALBEF pre-training phase (stage ``amc_pretrain``): the starting point of every AMC run.
 
-The paper fine-tunes ALBEF weights that were pre-trained on image-caption pairs; its Visual Genome phase
-only adds the box-annotated regions. The world analog: the ALBEF-style model is built from the world CLIP
-(``build_from_clip``), trained with ITC + ITM + MLM on whole world captions (``amc.pretrain.sets``, no
-boxes, no AMC loss) and saved to ``checkpoints/albef``. Trained on the short region descriptions alone, its
-ITM head never leaves chance: such texts rarely single out one image.
+The paper fine-tunes ALBEF weights pre-trained on image-text pairs (COCO, Visual Genome regions, web
+captions); its own phase only adds the box masks. The world analog: the ALBEF-style model is built from
+the world CLIP (``build_from_clip``), trained with ITC + ITM + MLM on the texts of ``amc.pretrain.sets``
+(whole captions and region descriptions, without boxes or AMC loss) and saved to ``checkpoints/albef``.
+Doing the long ITM learning once here, rather than in each of the matrix's runs, is what lets the runs be
+short. Trained from CLIP on region descriptions alone for a run's length, ITM stayed near chance.
 
 The learning curve (``amc.run.curve_point`` on the first flickr val phrases: ITM accuracy against a text
 of another image, 1:1, chance 0.5, and the pointing game of the first fusion layer's GradCAM, which ALBEF
@@ -47,7 +48,7 @@ def build_from_clip(params: AMCParams, ckpt_dir: Path, seed: int) -> ALBEF:
 
 
 def caption_pairs(params: AMCParams, data_dir: Path, tokenizer: Any) -> torch.utils.data.ConcatDataset:
-    """The train captions of ``amc.pretrain.sets`` as box-free pairs, image ids distinct across sets."""
+    """The train texts of ``amc.pretrain.sets`` as box-free pairs, image ids distinct across sets."""
     parts, offset = [], 0
     for name in params.pretrain.sets:
         split = load_split(world_split_dir(data_dir, name, "train"))

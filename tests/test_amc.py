@@ -7,7 +7,8 @@ from torch import nn
 
 from vlrepro.amc.config import AMCParams, VariantParams
 from vlrepro.amc.model import ALBEF
-from vlrepro.amc.run import albef_amc_loss, claim_rows
+from vlrepro.amc.run import claim_rows
+from vlrepro.amc.train import albef_amc_loss
 from vlrepro.explain.gradcam import AttentionRecorder, attention_gradcam, upsample
 from vlrepro.losses.amc import AMCWeights, amc_loss, amc_max_loss, amc_mean_loss, box_masks, normalise_per_sample
 from vlrepro.metrics.pointing import argmax_points, point_in_boxes, pointing_hits, proposal_hit

@@ -132,7 +132,8 @@ def test_smoke_amc_runs_every_variant_and_seed_and_states_its_claims(smoke_repo)
             assert (doc["stage"], doc["variant"], doc["seed"]) == ("amc", variant, seed)
             assert 0 <= doc["metrics"]["flickr"]["test"]["pointing"] <= 1
             history = json.loads((work / "runs" / "amc" / f"{variant}-{seed}" / "history.json").read_text())
-            assert [r["step"] for r in history if "val_pointing" in r][0] == 0  # the curve starts untrained
+            steps = yaml.safe_load((work / "params.yaml").read_text())["profiles"]["smoke"]["amc"]["steps"]
+            assert [r["step"] for r in history if "val_pointing" in r] == [0, 2, steps]  # from untrained to the end
     with open(work / "reports" / "claims.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["paper"] == "AMC"]
     assert {r["reference_variant"] for r in rows} >= {"baseline", "mean_only", "max_only"}

@@ -43,12 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    # One intra-op thread: two runs at once use both cores (python -m vlrepro.matrix), and the numbers do not
-    # depend on how the run was started.
-    torch.set_num_threads(1)
     root = params_file.parent
     data = root / "data" / "world"
     if args.command == "pretrain":
+        # Alone in the pipeline, unlike the runs: two intra-op threads use a 2-core machine, and a fixed count
+        # keeps the checkpoint the same on a machine with more cores (reductions split by thread count).
+        torch.set_num_threads(2)
         from vlrepro.amc.pretrain import pretrain_albef
 
         m = pretrain_albef(P.amc, data, root / "checkpoints" / "pretrain", root / ALBEF_DIR, P.seed)  # type: ignore[attr-defined]
@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from vlrepro.amc.run import run
 
+    # One intra-op thread: two runs at once use both cores (python -m vlrepro.matrix), and the numbers do not
+    # depend on how the run was started.
+    torch.set_num_threads(1)
     name = f"{args.variant}-{args.seed}"
     t_import = time.perf_counter()
     result = run(

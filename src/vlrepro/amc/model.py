@@ -41,15 +41,12 @@ class ALBEFConfig:
     momentum: float = 0.995  # EMA of the momentum encoders
     distill_alpha: float = 0.4  # weight of the momentum model's soft ITC targets
     vision_trainable_blocks: int | None = None  # last ViT blocks that train (None = all; 0 = frozen ViT)
-    text_pooling: str = "cls"  # ITC text feature: "cls" (ALBEF) or "mean" over the text tokens (the world CLIP's)
 
     @property
     def fusion_layers(self) -> int:
         return self.text.num_layers - self.text_layers
 
     def __post_init__(self) -> None:
-        if self.text_pooling not in ("cls", "mean"):
-            raise ValueError(f"text_pooling = {self.text_pooling!r}: allowed values are 'cls' and 'mean'")
         if not 1 <= self.text_layers < self.text.num_layers:
             raise ValueError(f"text_layers = {self.text_layers} must leave at least one of the BERT's "
                              f"{self.text.num_layers} layers for fusion")
@@ -100,7 +97,10 @@ def extended_mask(attention_mask: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 class ALBEF(nn.Module):
-    """ITC (momentum-distilled) + ITM (hard negatives) + MLM model with a GradCAM-able cross-attention."""
+    """ITC (momentum-distilled) + ITM + MLM model with a GradCAM-able cross-attention.
+
+    The ITC text feature is the text encoder's pooling (``text.pooling``: ALBEF's [CLS], or the mean of the
+    tokens, as the world CLIP aligned its text)."""
 
     def __init__(self, cfg: ALBEFConfig, tokenizer: object | None = None):
         super().__init__()
@@ -149,12 +149,19 @@ class ALBEF(nn.Module):
 
     @classmethod
     def from_dual_encoder(
-        cls, clip: DualEncoder, text_layers: int, mlm_source: TextEncoder | None = None, **overrides: object
+        cls,
+        clip: DualEncoder,
+        text_layers: int,
+        mlm_source: TextEncoder | None = None,
+        text_pooling: str | None = None,
+        **overrides: object,
     ) -> ALBEF:
         """The ALBEF of ``clip``'s architecture with its weights: ViT, BERT layers split into text and fusion,
         ITC projections and temperature; the MLM head's transform from ``mlm_source`` (the pretrain text
-        checkpoint) when it has one of the same vocabulary. Cross-attention and the ITM head start random."""
-        text_cfg = dataclasses.replace(clip.config.text, mlm_head=True)
+        checkpoint) when it has one of the same vocabulary. Cross-attention and the ITM head start random.
+        ``text_pooling`` (``"cls"`` / ``"mean"``) replaces the CLIP text tower's pooling for ITC."""
+        text_cfg = dataclasses.replace(clip.config.text, mlm_head=True,
+                                       pooling=text_pooling or clip.config.text.pooling)  # type: ignore[arg-type]
         cfg = ALBEFConfig(vision=clip.config.vision, text=text_cfg, text_layers=text_layers,
                           embed_dim=clip.config.embed_dim, **overrides)  # type: ignore[arg-type]
         model = cls(cfg, clip.text.tokenizer)
@@ -240,11 +247,8 @@ class ALBEF(nn.Module):
         return self.text(input_ids, attention_mask)
 
     def text_feature(self, text_hidden: Tensor, attention_mask: Tensor) -> Tensor:
-        """``(B, D)`` text vector of ITC before projection: [CLS] or the mean of the unpadded tokens."""
-        if self.config.text_pooling == "cls":
-            return text_hidden[:, 0]
-        weights = attention_mask.unsqueeze(-1).to(text_hidden.dtype)
-        return (text_hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        """``(B, D)`` text vector of ITC before projection (the text encoder's ``pooling``)."""
+        return self.text.pool(text_hidden, attention_mask)
 
     def fuse(self, text_hidden: Tensor, attention_mask: Tensor, image_tokens: Tensor) -> Tensor:
         """Fusion encoder: text tokens attend to themselves and to the image tokens, layer by layer."""

@@ -37,32 +37,27 @@ phrases; ``timing.json``;
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from vlrepro.amc.config import CLAIM_METRICS, EVAL_SPLITS, PAPER, AMCParams, VariantParams
+from vlrepro.amc.config import CLAIM_METRICS, EVAL_SPLITS, PAPER, AMCParams
 from vlrepro.amc.data import GroundingSet, RegionPairs, grounding_set, world_split_dir
 from vlrepro.amc.model import ALBEF
-from vlrepro.amc.pretrain import PRETRAINED_PREFIXES
+from vlrepro.amc.train import train_albef
 from vlrepro.data.records import load_split
 from vlrepro.explain.gradcam import AttentionRecorder, attention_gradcam, upsample
 from vlrepro.io import write_json, write_metrics
-from vlrepro.losses.amc import AMCWeights, amc_loss, normalise_per_sample
 from vlrepro.metrics.pointing import centre_hits, pointing_hits, proposal_hit
 from vlrepro.models import load_pretrained
 from vlrepro.models.backbones import images_to_tensor
-from vlrepro.pretrain.mlm import IGNORE
-from vlrepro.train import TrainConfig, evaluating, fit, groups_by_prefix
+from vlrepro.train import evaluating
 
 # Learning gates (vlrepro.report.gates), the same for every variant: a claim between two variants is testable
 # only if both beat controls that need no learning, computed in the same run on the same queries (below).
@@ -109,88 +104,6 @@ def gate_rows(
                  for split in splits}
     return [{"paper": PAPER, "variant": v, **gate} for v in variants for gate in GATES
             if str(gate["metric"]).rsplit(".", 1)[0] in evaluated]
-
-
-# --- training -------------------------------------------------------------------------------------------
-
-
-def _negatives(sim: Tensor, same: Tensor) -> Tensor:
-    """One index per row drawn ∝ softmax(sim) over the other images' entries (uniform if a row has none)."""
-    weights = torch.softmax(sim.float(), dim=1).masked_fill(same, 0.0)
-    empty = weights.sum(1, keepdim=True) <= 0
-    weights = torch.where(empty, torch.ones_like(weights), weights)
-    return torch.multinomial(weights, 1).squeeze(1)
-
-
-def albef_amc_loss(
-    model: ALBEF, batch: dict[str, Tensor], variant: VariantParams, hard_negatives: bool = False
-) -> dict[str, Tensor]:
-    """ITC + ITM + MLM (+ AMC) of one batch; see the module docstring. ``model`` is the bare ALBEF."""
-    images, ids, mask = batch["images"], batch["input_ids"], batch["attention_mask"]
-    image_ids = batch["image_ids"]
-    b = len(images)
-    same = image_ids.unsqueeze(0) == image_ids.unsqueeze(1)
-    positives = same.float() / same.float().sum(1, keepdim=True)
-
-    with torch.no_grad():
-        model.update_momentum()
-    image_tokens, image_tokens_m = model.encode_image_with_momentum(images)
-    text_hidden = model.encode_text(ids, mask)
-    image_feat = F.normalize(model.image_proj(model.visual.pool(image_tokens)), dim=-1)
-    text_feat = F.normalize(model.text_proj(model.text_feature(text_hidden, mask)), dim=-1)
-    scale = model.logit_scale()
-    with torch.no_grad():
-        mom = model.momentum
-        image_m = F.normalize(mom["image_proj"](model.visual.pool(image_tokens_m.detach())), dim=-1)
-        text_m = F.normalize(mom["text_proj"](model.text_feature(mom["text"](ids, mask), mask)), dim=-1)
-        sim_m = scale * image_m @ text_m.t()
-        alpha = model.config.distill_alpha
-        target_i2t = alpha * torch.softmax(sim_m, 1) + (1 - alpha) * positives
-        target_t2i = alpha * torch.softmax(sim_m.t(), 1) + (1 - alpha) * positives
-    sim_i2t = scale * image_feat @ text_feat.t()
-    itc = -(
-        (F.log_softmax(sim_i2t, 1) * target_i2t).sum(1).mean()
-        + (F.log_softmax(sim_i2t.t(), 1) * target_t2i).sum(1).mean()
-    ) / 2
-
-    # ITM negatives: hard ones drawn by contrastive similarity, or uniform (a zero similarity) among the
-    # batch entries of other images.
-    with torch.no_grad():
-        sim = sim_i2t.detach() if hard_negatives else torch.zeros_like(sim_i2t)
-        neg_image = _negatives(sim.t(), same)  # per text: an image
-        neg_text = _negatives(sim, same)  # per image: a text
-    image_all = torch.cat([image_tokens, image_tokens[neg_image], image_tokens])
-    text_all = torch.cat([text_hidden, text_hidden, text_hidden[neg_text]])
-    mask_all = torch.cat([mask, mask, mask[neg_text]])
-    use_amc = (variant.lambda1 > 0 or variant.lambda2 > 0) and bool(batch["has_box"].any())
-    with AttentionRecorder(model.attention_module(variant.gradcam_layer)) as rec:
-        logits = model.itm_logits(image_all, text_all, mask_all)
-    labels = torch.cat([torch.ones(b), torch.zeros(2 * b)]).long().to(logits.device)
-    itm = F.cross_entropy(logits, labels)
-
-    mlm_hidden = model.fuse(model.encode_text(batch["mlm_ids"], mask), mask, image_tokens)
-    mlm_logits = model.text.mlm_logits(mlm_hidden)
-    mlm = F.cross_entropy(mlm_logits.flatten(0, 1), batch["mlm_labels"].flatten(), ignore_index=IGNORE)
-
-    terms = {"itc": itc, "itm": itm, "mlm": mlm}
-    loss = itc + itm + mlm
-    if use_amc:
-        keep = batch["has_box"]
-        heat = attention_gradcam(logits[:b][keep, 1].sum(), rec.last, mask_all, model.grid,
-                                 model.visual.num_prefix_tokens, create_graph=True)[:b][keep]
-        heat = normalise_per_sample(upsample(heat, tuple(batch["masks"].shape[-2:])))
-        w = AMCWeights(variant.delta1, variant.delta2, variant.lambda1, variant.lambda2)
-        amc = amc_loss(heat, batch["masks"][keep], w)
-        loss = loss + amc["amc"]
-        terms |= {"amc": amc["amc"].detach(), "amc_mean": amc["amc_mean"], "amc_max": amc["amc_max"]}
-    return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
-
-
-def _loss_fn(
-    model: torch.nn.Module, batch: dict[str, Tensor], variant: VariantParams, hard_negatives: bool
-) -> dict[str, Tensor]:
-    bare = model.module if hasattr(model, "module") else model
-    return albef_amc_loss(bare, batch, variant, hard_negatives)  # type: ignore[arg-type]
 
 
 # --- evaluation -----------------------------------------------------------------------------------------
@@ -314,7 +227,9 @@ def curve_set(data_dir: Path, samples: int) -> GroundingSet:
 def curve_point(model: ALBEF, data: GroundingSet, layer: int) -> dict[str, float]:
     """One learning-curve point: ``val_pointing`` (and its other-phrase control) and ``val_itm_acc``."""
     scores, _, _ = evaluate_grounding(model, data, layer)
-    point = {"val_pointing": scores["pointing"], "val_itm_acc": evaluate_itm(model, data)["itm_acc"]}
+    point = {"val_pointing": scores["pointing"]}
+    if itm := evaluate_itm(model, data):  # empty when no query of the curve has a negative
+        point["val_itm_acc"] = itm["itm_acc"]
     if "pointing_other_phrase" in scores:
         point |= {"val_pointing_paired": scores["pointing_paired"],
                   "val_pointing_other_phrase": scores["pointing_other_phrase"]}
@@ -390,7 +305,7 @@ class RunResult:
     model: ALBEF
 
 
-def _check_source(params: AMCParams) -> None:
+def check_source(params: AMCParams) -> None:
     if params.source == "real":
         raise NotImplementedError(
             "amc.source = 'real': the AMC stage reads only the embedded world so far. It would need data/real/"
@@ -405,6 +320,10 @@ def build_model(params: AMCParams, albef_dir: Path) -> ALBEF:
     model = load_pretrained(albef_dir)
     if not isinstance(model, ALBEF):
         raise ValueError(f"{albef_dir}: a {type(model).__name__} checkpoint; run `dvc repro amc_pretrain` first")
+    built = {"text_layers": model.config.text_layers, "text_pooling": model.text.config.pooling}
+    if stale := {k: v for k, v in built.items() if getattr(params, k) != v}:
+        raise ValueError(f"{albef_dir}: pre-trained with {stale}, params.yaml says "
+                         f"{ {k: getattr(params, k) for k in stale} } (amc section); re-run `dvc repro amc_pretrain`")
     return model.with_config(vision_trainable_blocks=params.vision_trainable_blocks, momentum=params.momentum,
                              distill_alpha=params.distill_alpha).train()
 
@@ -419,13 +338,10 @@ def run(
     run_dir: Path | None = None,
 ) -> RunResult:
     """Train and evaluate one variant with one seed; write the metrics JSON and run artefacts if paths given."""
-    _check_source(params)
+    check_source(params)
     variant = params.variant(variant_name)
     t0 = time.perf_counter()
     model = build_model(params, albef_dir)
-    if model.config.text_pooling != params.text_pooling:
-        raise ValueError(f"{albef_dir}: pre-trained with text_pooling {model.config.text_pooling!r}, params say "
-                         f"amc.text_pooling = {params.text_pooling!r}; re-run `dvc repro amc_pretrain`")
     n_fusion = len(model.fusion)
     if not -n_fusion <= variant.gradcam_layer < n_fusion:
         raise ValueError(f"amc.variants.{variant_name}.gradcam_layer = {variant.gradcam_layer}: the model has "
@@ -449,17 +365,8 @@ def run(
         return curve_point(m, curve_data, variant.gradcam_layer)  # type: ignore[arg-type]
 
     history = [{"step": 0, **evaluate(model)}] if every else []
-    cfg = TrainConfig(
-        steps=params.steps, batch_size=params.batch_size, lr=params.lr, weight_decay=params.weight_decay,
-        warmup_steps=min(params.warmup_steps, params.steps - 1), min_lr_ratio=params.min_lr_ratio, seed=seed,
-        progress=False, ckpt_every=0, resume=False, log_every=max(1, params.steps // 20), eval_every=every,
-        device="auto",
-    )  # fmt: skip
-    groups = groups_by_prefix(model, dict.fromkeys(PRETRAINED_PREFIXES, params.encoder_lr))
-    with tempfile.TemporaryDirectory(prefix="amc_") as tmp:
-        loss = partial(_loss_fn, variant=variant, hard_negatives=params.itm_negatives == "hard")
-        result = fit(model, train, loss, cfg, tmp, evaluate=evaluate if every else None, param_groups=groups,
-                     collate_fn=train.collate, run_id=f"amc-{variant_name}-{seed}")
+    result = train_albef(model, train, train.collate, params, params, seed, variant,
+                         f"amc-{variant_name}-{seed}", evaluate, every)  # fmt: skip
     history += result.history
     t_train = time.perf_counter()
 

@@ -4,8 +4,8 @@ Both read the same encoder outputs (``vlrepro.smcim.features`` computes them wit
 and BERT) and regress one normalised box ``(cx, cy, w, h)``:
 
 - visual: the last ``levels`` of the stage maps it is given (``smcim.features.visual_levels``), each
-  resized to the ``grid`` (SMCIM: input/16) and concatenated along channels, ``F_v^0`` (B, HW, ΣC); a learned embedding of each cell's centre gives the
-  position that location words need;
+  resized to the ``grid`` (SMCIM: input/16) and concatenated along channels, ``F_v^0`` (B, HW, ΣC); a
+  learned embedding of each cell's centre gives the position that location words need;
 - language: the outputs of the last ``levels`` blocks of the BERT (6 layers = 3 blocks of 2), ``F_{l,i}^0``.
 
 SMCIM. Stage 1 (grouping): ``F_v^0`` meets each language level through its own stack of

@@ -40,7 +40,7 @@ from vlrepro.transforms import swap_left_right
 
 # The paper resizes the ResNet stages at strides 8, 16 and 32 to a grid of stride 16: one map finer than the
 # grid, one as fine, one coarser. The same ratios are kept here for whatever grid stride the profile uses
-# (default 8: the stages at strides 4, 8 and 16). Taking "the last three stages" instead would, on 64-px
+# (the default profile's 8: the stages at strides 4, 8 and 16). Taking "the last three stages" instead would, on 64-px
 # images, leave the one-level ablation a 2x2 map that cannot localise anything.
 LEVEL_RATIOS = (0.5, 1, 2)
 LEVELS = len(LEVEL_RATIOS)

@@ -3,14 +3,16 @@
     .venv/bin/python benchmarks/bench_smcim.py                      # cost table (default-profile sizes)
     .venv/bin/python benchmarks/bench_smcim.py --steps 300 3000     # + full SMCIM trained that long, seed 0
 
-Needs the `smcim_features` stage's output (`dvc repro smcim_features`). Prints params, GFLOPs and the
-median batch-1 latency of SMCIM and the TransVG-style baseline (encoders included), then for each
-``--steps`` the refcoco val Acc@0.5 and wall time of a full-SMCIM run (other settings from params.yaml).
+Needs the `smcim_features` stage's output (`dvc repro smcim_features`). Prints the feature cache's bytes per
+expression, params, GFLOPs and the median batch-1 latency of SMCIM and the TransVG-style baseline (encoders
+included), then for each ``--steps`` the refcoco val Acc@0.5 and wall time of a full-SMCIM run (other
+settings from params.yaml).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 
 import torch
 
@@ -38,6 +40,10 @@ def main() -> None:
     text = load_text_encoder(p, root / "checkpoints" / "pretrain").eval()
     probe = load_features(root / FEATURES_DIR / p.eval_sets[0] / "val.safetensors")
     image = images_to_tensor(load_split(root / "data" / "world" / p.eval_sets[0] / "val").images[:1])
+    for path in sorted((root / FEATURES_DIR).glob("*/*.safetensors")):
+        n = len(json.loads(path.with_suffix(".json").read_text())["texts"])
+        print(f"feature cache {path.parent.name}/{path.stem}: {path.stat().st_size / n / 1024:.1f} KiB per expression "
+              f"({n} expressions, all cached views and text states included)")
     print(f"threads: {torch.get_num_threads()}")
     print(f"{'model':12} {'params':>11} {'fusion':>9} {'GFLOPs':>8} {'fusion':>8} {'ms/expr':>8}")
     for name, variant in (("SMCIM", "full"), ("TransVG", "transformer")):

@@ -75,12 +75,13 @@ def clip_step(batch: int) -> tuple[torch.nn.Module, Step]:
 
 def albef_step(batch: int) -> tuple[torch.nn.Module, Step]:
     from vlrepro.amc.data import RegionPairs, world_split_dir
-    from vlrepro.amc.run import albef_amc_loss, build_model
+    from vlrepro.amc.pretrain import build_from_clip
+    from vlrepro.amc.train import albef_amc_loss
     from vlrepro.data.records import load_split
 
     P = load_params(find_params_file())
     p = P.amc
-    model = build_model(p, Path("checkpoints/pretrain"), 0)
+    model = build_from_clip(p, Path("checkpoints/pretrain"), 0)  # the runs' architecture and trainable blocks
     data = RegionPairs(load_split(world_split_dir(Path("data/world"), p.train_set, "train")), model.text.tokenizer,
                        p.max_len, p.augment, p.mlm_prob, 1.0, box_seed=0)  # fmt: skip
     b = data.collate([data[i] for i in range(batch)])

@@ -219,11 +219,7 @@ def _report(problems: list[Problem]) -> str:
 # Files that still point outside and are fixed only by re-running their stage (the executed copies are that
 # stage's outputs, and editing the notebook alone would leave dvc.lock describing outputs it no longer
 # makes). They are checked the other way round below, so the entry must go when the rerun has fixed them.
-PENDING_RERUN = {
-    name: "stage `data`" for name in ("reports/notebooks/00_data.ipynb", "reports/notebooks/00_data.html")
-} | {
-    name: "stage `pretrain`" for name in ("reports/notebooks/10_pretrain.ipynb", "reports/notebooks/10_pretrain.html")
-}  # fmt: skip
+PENDING_RERUN: dict[str, str] = {}  # path -> the stage whose rerun fixes it
 
 
 def _outside(texts: dict[str, str]) -> list[Problem]:

@@ -1,6 +1,7 @@
 """AMC learning gates: the controls beside the pointing game (centre point, another phrase of the same image),
 ITM accuracy with random negatives, and the gate rows the runs write (vlrepro.report.gates reads them)."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,15 @@ import torch
 import yaml
 
 from vlrepro.amc.config import AMCParams
-from vlrepro.amc.data import GroundingSet, grounding_set, itm_negatives, other_phrases, world_linker
+from vlrepro.amc.data import (
+    GroundingSet,
+    MatchPairs,
+    grounding_set,
+    itm_negatives,
+    other_phrases,
+    world_caption_linker,
+    world_linker,
+)
 from vlrepro.amc.model import ALBEF
 from vlrepro.amc.run import (
     check_controls,
@@ -20,6 +29,8 @@ from vlrepro.amc.run import (
     itm_accuracy,
     match_logits,
 )
+from vlrepro.data.records import Phrase, Split
+from vlrepro.data.world.captions import caption_true
 from vlrepro.data.world.config import WorldConfig
 from vlrepro.data.world.resolver import resolve
 from vlrepro.data.world.suite import build_split
@@ -135,6 +146,35 @@ def test_itm_negatives_rules(flickr_split):
     assert linked is not None and linked(f"a {scene0[0]['category']}", 0)
 
 
+def test_caption_pairs_whole_captions_with_negatives_the_world_calls_false(flickr_split):
+    data = grounding_set(flickr_split, "flickr/val", limit=5)
+    records = flickr_split.records
+    covering, seen = [], 0  # the records the first 5 phrase queries come from
+    for k, r in enumerate(records):
+        if seen >= 5:
+            break
+        if r.phrases:
+            covering.append(k)
+            seen += len(r.phrases)
+    caps = data.captions
+    assert caps is not None and caps.texts == [records[k].text for k in covering]
+    assert caps.image_index == [int(records[k].image) for k in covering]
+    for image, text in zip(data.image_index, data.texts, strict=True):  # each query is part of a kept caption
+        assert any(text in c for i, c in zip(caps.image_index, caps.texts, strict=True) if i == image)
+    meta, lang = flickr_split.meta, flickr_split.meta["language"]
+    for image, text, neg in zip(caps.image_index, caps.texts, caps.negatives, strict=True):
+        assert neg is not None and neg != text and neg in {r.text for r in records}
+        assert not caption_true(neg, meta["scenes"][image], meta["backgrounds"][image], meta["image_size"],
+                                lang["location_margin"], lang["near_distance"])
+    linked = world_caption_linker(flickr_split)
+    assert linked is not None and all(linked(t, i) for i, t in zip(caps.image_index, caps.texts, strict=True))
+    assert grounding_set(flickr_split, "flickr/val", limit=5).captions == caps  # seeded by the split name
+    # referring expressions (one phrase spanning the text) have no captions beyond the queries themselves
+    refer = Split([replace(r, phrases=(Phrase(0, len(r.text), (0,)),)) for r in records if r.boxes],
+                  flickr_split.images, None, meta)
+    assert grounding_set(refer, "refcoco/val").captions is None
+
+
 # --- a tiny ALBEF ---------------------------------------------------------------------------------------
 
 TEXTS = ["a red circle left of a blue square", "the green star", "a big striped ring right of a cross"]
@@ -157,7 +197,10 @@ def _set(name: str, other: bool = True) -> GroundingSet:
     texts = ["a red circle", "a blue square", "the green star", "a big striped ring"]
     others = ["a blue square", "a red circle", None, None] if other else None
     negatives = ["the green star", "the green star", "a red circle", None]
-    return GroundingSet(name, images, [0, 0, 1, 2], texts, boxes, [[(0.0, 0.0, 24.0, 24.0)]] * 4, others, negatives)
+    captions = MatchPairs([0, 1, 2], ["a red circle and a blue square", "the green star", "a big striped ring"],
+                          ["the green star", None, "a red circle and a blue square"])
+    return GroundingSet(name, images, [0, 0, 1, 2], texts, boxes, [[(0.0, 0.0, 24.0, 24.0)]] * 4, others, negatives,
+                        captions)
 
 
 def test_itm_accuracy_by_hand():
@@ -177,6 +220,11 @@ def test_evaluate_itm_scores_each_query_and_its_negative(tiny):
     pos = match_logits(tiny, data.images, [0, 0, 1], data.texts[:3])
     neg = match_logits(tiny, data.images, [0, 0, 1], ["the green star", "the green star", "a red circle"])
     assert got["itm_acc"] == pytest.approx(itm_accuracy(pos, neg))
+    # whole captions: the two that have a negative, each against it on its own image
+    assert got["n_caption_itm_pairs"] == 4
+    pos = match_logits(tiny, data.images, [0, 2], ["a red circle and a blue square", "a big striped ring"])
+    neg = match_logits(tiny, data.images, [0, 2], ["the green star", "a red circle and a blue square"])
+    assert got["caption_itm_acc"] == pytest.approx(itm_accuracy(pos, neg))
     # pairs are scored one by one: the batch size does not matter
     assert torch.allclose(match_logits(tiny, data.images, [0, 1], ["a red circle", "a red circle"], batch=1),
                           match_logits(tiny, data.images, [0, 1], ["a red circle", "a red circle"]), atol=1e-5)
@@ -223,7 +271,7 @@ def test_gate_rows_for_every_variant():
         assert got == {
             ("flickr.test.pointing_paired", "flickr.test.pointing_other_phrase", None, "plus", 0.10),
             ("flickr.test.pointing", "flickr.test.pointing_centre", None, "plus", 0.20),
-            ("flickr.val.itm_acc", None, 0.5, "min", 0.80),
+            ("flickr.val.caption_itm_acc", None, 0.5, "min", 0.80),
         }
         for r in own:
             assert r["paper"] == "AMC" and r["control"] and ("control_metric" in r) != ("control_value" in r)
@@ -258,3 +306,6 @@ def test_check_controls_fails_before_training_without_a_control():
         check_controls({"flickr.val": _set("flickr/val"), "flickr.test": _set("flickr/test", other=False)}, gates)
     with pytest.raises(ValueError, match="not evaluated"):
         check_controls({"flickr.test": _set("flickr/test")}, gates)
+    with pytest.raises(ValueError, match="whole caption"):  # the ITM gate's pairs are the images' captions
+        check_controls({"flickr.val": replace(_set("flickr/val"), captions=None), "flickr.test": _set("flickr/test")},
+                       gates)

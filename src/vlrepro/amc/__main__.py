@@ -52,9 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         from vlrepro.amc.pretrain import pretrain_albef
 
         m = pretrain_albef(P.amc, data, root / "checkpoints" / "pretrain", root / ALBEF_DIR, P.seed)  # type: ignore[attr-defined]
-        itm = m["val_itm_acc"]
-        print(f"amc pretrain: {m['steps']} steps in {m['seconds']:.1f} s; flickr.val ITM accuracy "
-              f"{itm['untrained']:.3f} -> {itm['pretrained']:.3f}")
+        itm, captions = m["val_itm_acc"], m["val_caption_itm_acc"]
+        print(f"amc pretrain: {m['steps']} steps in {m['seconds']:.1f} s; flickr.val ITM accuracy, phrases "
+              f"{itm['untrained']:.3f} -> {itm['pretrained']:.3f}, captions {captions['untrained']:.3f} -> "
+              f"{captions['pretrained']:.3f}")
         return 0
 
     from vlrepro.amc.run import run
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({t['steps']} steps), eval {t['eval_s']:.1f} s; flickr.test pointing {test.get('pointing', nan):.3f} "
           f"(other phrase {test.get('pointing_other_phrase', nan):.3f}, "
           f"centre {test.get('pointing_centre', nan):.3f}), "
-          f"flickr.val itm_acc {val.get('itm_acc', nan):.3f}, refcoco+ {point}")
+          f"flickr.val ITM accuracy captions {val.get('caption_itm_acc', nan):.3f}, phrases "
+          f"{val.get('itm_acc', nan):.3f}; refcoco+ {point}")
     return 0
 
 

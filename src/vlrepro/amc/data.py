@@ -22,6 +22,9 @@ judged on the same pairs:
 - ``negative_texts``: per query, a text of a randomly chosen *other* image that is not true of the query's
   image (``itm_negatives``): the negative of a 1:1 image-text matching test. Drawn with a generator seeded
   from the split name only, not the run's seed, so that every run sees the same pairs.
+- ``captions`` (Flickr-style splits): the whole captions the phrases come from, each with its image and a
+  caption of another image that the world says is not true of it: ALBEF's own matching test, on image-caption
+  pairs (``MatchPairs``).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from torch import Tensor
 
 from vlrepro.amc.config import AugmentParams
 from vlrepro.data.records import Split
+from vlrepro.data.world.captions import caption_true
 from vlrepro.data.world.resolver import ParseError, resolve
 from vlrepro.losses.amc import box_masks
 from vlrepro.models.backbones import images_to_tensor
@@ -144,6 +148,16 @@ class RegionPairs(torch.utils.data.Dataset):
         }
 
 
+@dataclass(frozen=True)
+class MatchPairs:
+    """Image-text pairs of a 1:1 matching test: ``texts[i]`` is true of image ``image_index[i]`` and
+    ``negatives[i]`` (``None``: none found) is a text of another image that is not."""
+
+    image_index: list[int]
+    texts: list[str]
+    negatives: list[str | None]
+
+
 @dataclass
 class GroundingSet:
     """Queries of one evaluation split: image index, text, ground-truth boxes, proposal boxes, and per query
@@ -157,6 +171,7 @@ class GroundingSet:
     proposals: list[list[tuple[float, float, float, float]]]
     other_texts: list[str | None] | None = None  # another phrase of the same image (pointing control)
     negative_texts: list[str | None] | None = None  # a text of another image, not true of this one (ITM)
+    captions: MatchPairs | None = None  # whole captions of the queries' images (Flickr-style splits)
 
     def __post_init__(self) -> None:
         n = len(self.texts)
@@ -259,22 +274,36 @@ def world_linker(split: Split) -> Callable[[str, int], bool] | None:
     return linked
 
 
+def world_caption_linker(split: Split) -> Callable[[str, int], bool] | None:
+    """``linked(caption, image)``: whether the world says the whole ``caption`` is true of ``image``
+    (``world.captions.caption_true``); ``None`` without scene graphs and backgrounds (real data)."""
+    meta = split.meta
+    if any(meta.get(k) is None for k in ("scenes", "backgrounds", "image_size", "language")):
+        return None
+    scenes, backgrounds, size = meta["scenes"], meta["backgrounds"], int(meta["image_size"])
+    margin, near = float(meta["language"]["location_margin"]), float(meta["language"]["near_distance"])
+    return lambda text, image: caption_true(text, scenes[image], backgrounds[image], size, margin, near)
+
+
 def grounding_set(split: Split, name: str, limit: int | None = None, seed: int = 0) -> GroundingSet:
     """Flickr-style records give one query per phrase; referring records one per expression.
 
     The first ``limit`` queries are kept; their controls (other phrase, ITM negative, see the module
-    docstring) are chosen among all queries of the split. ``seed`` and ``name`` seed the negatives.
+    docstring) are chosen among all queries of the split. ``seed`` and ``name`` seed the negatives. Where a
+    record's phrases are parts of its text (Flickr-style), ``captions`` holds the records of the kept
+    queries, whole, with negatives drawn among all the split's captions.
     """
     if split.images is None:
         raise ValueError(f"{name}: the pointing game needs images.npy (the embedded world)")
     scenes = split.meta.get("scenes")
     if scenes is None:
         raise ValueError(f"{name}: records.json meta has no 'scenes' (the proposals of the ranking metric)")
-    index, texts, boxes, proposals = [], [], [], []
-    for r in split.records:
+    index, texts, boxes, proposals, source = [], [], [], [], []
+    for k, r in enumerate(split.records):
         image = int(r.image)
         props = [tuple(float(v) for v in o["box"]) for o in scenes[image]]
         for p in r.phrases:
+            source.append(k)
             index.append(image)
             texts.append(r.text[p.start : p.end])
             boxes.append([r.boxes[b] for b in p.box_ids])
@@ -285,7 +314,20 @@ def grounding_set(split: Split, name: str, limit: int | None = None, seed: int =
     others = [None if j is None else texts[j] for j in other_phrases(index, texts, boxes)[:n]]
     negatives = itm_negatives(index, texts, n, [seed, zlib.crc32(name.encode())], world_linker(split))
     return GroundingSet(name, np.asarray(split.images), index[:n], texts[:n], boxes[:n], proposals[:n],
-                        others, negatives)
+                        others, negatives, _caption_pairs(split, name, sorted(set(source[:n])), seed))
+
+
+def _caption_pairs(split: Split, name: str, kept: list[int], seed: int) -> MatchPairs | None:
+    """The records ``kept`` as whole image-caption pairs with their negatives; ``None`` when the records'
+    phrases span their whole text (referring expressions: the phrase pairs already are the captions)."""
+    records = split.records
+    if all(len(p) == 1 and p[0].start == 0 and p[0].end == len(r.text) for r in records
+           if (p := r.phrases)):
+        return None
+    index, texts = [int(r.image) for r in records], [r.text for r in records]
+    negatives = itm_negatives(index, texts, len(records), [seed, zlib.crc32(f"{name}/captions".encode())],
+                              world_caption_linker(split))
+    return MatchPairs([index[k] for k in kept], [texts[k] for k in kept], [negatives[k] for k in kept])
 
 
 def world_split_dir(data_dir: Path, name: str, split: str) -> Path:

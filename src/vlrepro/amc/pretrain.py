@@ -9,9 +9,10 @@ short: trained from CLIP for a run's 1,000 steps on region descriptions alone, I
 accuracy on flickr val (1:1, chance 0.5).
 
 The learning curve (``amc.run.curve_point`` on the first flickr val phrases: ITM accuracy against a text
-of another image, 1:1, chance 0.5, and the pointing game of the first fusion layer's GradCAM, which ALBEF
-learns from captions alone) is measured before training and every ``eval_every`` steps; it is saved with
-the checkpoint (``history.json``), its end points in the checkpoint's meta.
+of another image, 1:1, chance 0.5, on the phrases and on their whole captions, and the pointing game of the
+first fusion layer's GradCAM, which ALBEF learns from captions alone) is measured before training and every
+``eval_every`` steps; it is saved with the checkpoint (``history.json``), its end points in the checkpoint's
+meta.
 """
 
 from __future__ import annotations

@@ -23,9 +23,10 @@ match logit, and beside them two controls that need no grounding, for the learni
   object, see ``amc.data``) scored against the query's boxes; a model that ignores the phrase scores as on
   the query itself. Over the ``n_other_phrase`` queries that have one; ``pointing_paired`` is the
   pointing game on those same queries;
-- on the ``ITM_SETS`` splits, ``itm_acc`` (``evaluate_itm``): image-text matching accuracy on each query's
-  pair and one negative (a text of another image that is not true of this one), 1:1, chance 0.5;
-  ``n_itm_pairs`` pairs.
+- on the ``ITM_SETS`` splits (``evaluate_itm``), image-text matching accuracy, 1:1 against negatives (a
+  text of another image that is not true of this one), chance 0.5: ``caption_itm_acc`` on the images' whole
+  captions (ALBEF's own task, the gate) and ``itm_acc`` on the single phrases (harder: a phrase names one
+  object, and its negative often differs from an object of the image in one attribute).
 
 Outputs: ``reports/metrics/amc/<variant>-<seed>.json`` (metrics + claim and gate rows) and
 ``runs/amc/<variant>-<seed>/`` (``history.json``: the training log and, every ``amc.eval.curve_every`` steps
@@ -48,7 +49,7 @@ import torch
 from torch import Tensor
 
 from vlrepro.amc.config import CLAIM_METRICS, EVAL_SPLITS, PAPER, AMCParams
-from vlrepro.amc.data import GroundingSet, RegionPairs, grounding_set, world_split_dir
+from vlrepro.amc.data import GroundingSet, MatchPairs, RegionPairs, grounding_set, world_split_dir
 from vlrepro.amc.model import ALBEF
 from vlrepro.amc.train import train_albef
 from vlrepro.data.records import load_split
@@ -68,7 +69,8 @@ GATES: tuple[dict[str, str | float], ...] = (
      "control_metric": "flickr.test.pointing_other_phrase", "rule": "plus", "margin": 0.10},
     {"metric": "flickr.test.pointing", "control": "centre point",
      "control_metric": "flickr.test.pointing_centre", "rule": "plus", "margin": 0.20},
-    {"metric": "flickr.val.itm_acc", "control": "chance (1:1 random negatives)", "control_value": 0.5,
+    # ALBEF's matching task: image-caption pairs (the phrase pairs' itm_acc is reported beside it, ungated)
+    {"metric": "flickr.val.caption_itm_acc", "control": "chance (1:1 random negatives)", "control_value": 0.5,
      "rule": "min", "margin": 0.80},
 )  # fmt: skip
 ITM_SETS: tuple[str, ...] = ("flickr",)  # evaluation sets whose splits also get ITM accuracy (itm_acc)
@@ -202,17 +204,30 @@ def itm_accuracy(positive_logits: Tensor, negative_logits: Tensor) -> float:
     return float(((p_pos > 0.5).sum() + (p_neg <= 0.5).sum()) / (2 * len(p_pos)))
 
 
+def _match_accuracy(model: ALBEF, images: np.ndarray, pairs: MatchPairs, batch: int) -> tuple[float, int] | None:
+    """ITM accuracy (``itm_accuracy``) and number of pairs over the texts of ``pairs`` that have a negative
+    (each positive with its negative, on the same image); ``None`` if none has one."""
+    keep = [i for i, t in enumerate(pairs.negatives) if t is not None]
+    if not keep:
+        return None
+    index = [pairs.image_index[i] for i in keep] * 2  # positives, then their negatives on the same images
+    texts = [pairs.texts[i] for i in keep] + [pairs.negatives[i] for i in keep]
+    logits = match_logits(model, images, index, texts, batch)  # type: ignore[arg-type]
+    return itm_accuracy(logits[: len(keep)], logits[len(keep) :]), 2 * len(keep)
+
+
 def evaluate_itm(model: ALBEF, data: GroundingSet, batch: int = 256) -> dict[str, float]:
-    """``{"itm_acc", "n_itm_pairs"}`` on each query with a negative (its pair and the negative, 1:1);
-    empty if no query has one (then no number rather than a made-up one)."""
-    pairs = [(i, t) for i, t in enumerate(data.negative_texts or []) if t is not None]
-    if not pairs:
-        return {}
-    n = len(pairs)
-    index = [data.image_index[i] for i, _ in pairs] * 2  # positives, then their negatives on the same images
-    texts = [data.texts[i] for i, _ in pairs] + [t for _, t in pairs]
-    logits = match_logits(model, data.images, index, texts, batch)
-    return {"itm_acc": itm_accuracy(logits[:n], logits[n:]), "n_itm_pairs": 2 * n}
+    """Image-text matching, 1:1 against negatives of other images: ``itm_acc`` / ``n_itm_pairs`` on the
+    queries (phrases, expressions) that have a negative and, on Flickr-style splits, ``caption_itm_acc`` /
+    ``n_caption_itm_pairs`` on their whole captions. A number is left out where no pair has a negative
+    (no made-up value)."""
+    out: dict[str, float] = {}
+    if got := _match_accuracy(model, data.images, MatchPairs(data.image_index, data.texts,
+                                                              data.negative_texts or []), batch):
+        out |= {"itm_acc": got[0], "n_itm_pairs": got[1]}
+    if data.captions is not None and (got := _match_accuracy(model, data.images, data.captions, batch)):
+        out |= {"caption_itm_acc": got[0], "n_caption_itm_pairs": got[1]}
+    return out
 
 
 CURVE_SPLIT = ("flickr", "val")  # the learning curves' split (pre-training phase and every run)
@@ -225,11 +240,11 @@ def curve_set(data_dir: Path, samples: int) -> GroundingSet:
 
 
 def curve_point(model: ALBEF, data: GroundingSet, layer: int) -> dict[str, float]:
-    """One learning-curve point: ``val_pointing`` (and its other-phrase control) and ``val_itm_acc``."""
+    """One learning-curve point: ``val_pointing`` (and its other-phrase control), ``val_itm_acc`` and
+    ``val_caption_itm_acc`` (where ``evaluate_itm`` has them)."""
     scores, _, _ = evaluate_grounding(model, data, layer)
     point = {"val_pointing": scores["pointing"]}
-    if itm := evaluate_itm(model, data):  # empty when no query of the curve has a negative
-        point["val_itm_acc"] = itm["itm_acc"]
+    point |= {f"val_{k}": v for k, v in evaluate_itm(model, data).items() if k.endswith("itm_acc")}
     if "pointing_other_phrase" in scores:
         point |= {"val_pointing_paired": scores["pointing_paired"],
                   "val_pointing_other_phrase": scores["pointing_other_phrase"]}
@@ -272,10 +287,12 @@ def _other_phrase_heatmaps(model: ALBEF, data: GroundingSet, k: int, layer: int,
     return out
 
 
-# Metric -> the GroundingSet texts it is computed from, and what they are (for the error message).
+# Metric -> the GroundingSet texts it is computed from (None: missing), and what they are (for the error).
 _CONTROL_TEXTS = {
-    "pointing_other_phrase": ("other_texts", "another phrase of the same image about other objects"),
-    "itm_acc": ("negative_texts", "an ITM negative (a text of another image, not true of its own)"),
+    "pointing_other_phrase": (lambda d: d.other_texts, "another phrase of the same image about other objects"),
+    "itm_acc": (lambda d: d.negative_texts, "an ITM negative (a text of another image, not true of its own)"),
+    "caption_itm_acc": (lambda d: d.captions.negatives if d.captions else [],
+                        "a whole caption with an ITM negative (Flickr-style records: phrases within captions)"),
 }
 
 
@@ -289,8 +306,8 @@ def check_controls(eval_sets: Mapping[str, GroundingSet], gates: Sequence[Mappin
         if data is None:
             raise ValueError(f"gate on {metric}: split {key} is not evaluated (amc.eval.sets)")
         if quantity in _CONTROL_TEXTS:
-            attr, what = _CONTROL_TEXTS[quantity]
-            if all(t is None for t in getattr(data, attr)):
+            texts, what = _CONTROL_TEXTS[quantity]
+            if all(t is None for t in texts(data)):
                 raise ValueError(f"gate on {metric}: no query of {data.name} has {what}")
 
 

@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, nargs="*", default=[], help="train full SMCIM for these step counts")
     args = ap.parse_args()
     params_file = find_params_file()
-    root, P = params_file.parent, load_params(params_file)
+    root, P = params_file.parent, load_params(params_file, sections=["smcim"])
     p = P.smcim
     torch.manual_seed(0)
     cnn = load_pretrained(root / "checkpoints" / "pretrain" / "cnn").eval()

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from vlrepro.baselines import BaselineParams, evaluate_image_only, heuristic_baselines, train_image_only
+from vlrepro.baselines import evaluate_image_only, heuristic_baselines, train_image_only
+from vlrepro.data.config import BaselineParams
 from vlrepro.data.records import Record, Split
 
 

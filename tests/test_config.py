@@ -102,3 +102,33 @@ def test_stage_runner_stops_on_bad_params_before_compute(tmp_path):
     assert proc.returncode == 2
     assert "data.world.image_size = 'big'" in proc.stderr
     assert not (tmp_path / "reports").exists()
+
+
+def test_a_stage_loads_only_its_own_sections_without_torch():
+    code = (
+        "import sys; from vlrepro.config import load_params; "
+        f"P = load_params({str(ROOT / 'params.yaml')!r}, sections=['smcim']); "
+        "print(P.smcim.train.steps, sorted(m for m in sys.modules if m.startswith(('vlrepro.', 'torch'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    steps, modules = out.split(" ", 1)
+    assert int(steps) == repo_params()["smcim"]["train"]["steps"]
+    assert "vlrepro.smcim.config" in modules
+    for other in ("vlrepro.amc", "vlrepro.pretrain", "vlrepro.data.config", "vlrepro.report", "torch"):
+        assert f"'{other}" not in modules, f"loading the smcim section imported {other}"
+
+
+def test_sections_are_found_by_name_and_validated_only_when_asked():
+    raw = repo_params()
+    raw["amc"]["steps"] = -1  # broken, but not a section this load reads
+    raw["profiles"]["paper"]["amc"] = {"stepz": 3}
+    p = validate_params(raw, sections=["smcim"])
+    assert p.smcim.train.steps == raw["smcim"]["train"]["steps"] and not hasattr(p, "amc")
+    with pytest.raises(ConfigError, match=r"amc\.steps = -1"):
+        validate_params(raw)  # every section: what the report stage and the tests do
+    raw = repo_params()
+    raw["smcm"] = {}
+    with pytest.raises(ConfigError, match=r"smcm: unknown section \(no module vlrepro\.smcm\.config\)"):
+        validate_params(raw)
+    with pytest.raises(ConfigError, match="unknown section"):
+        validate_params(repo_params(), sections=["glipp"])

@@ -25,14 +25,20 @@ PAPER_STAGES = {"amc", "smcim", "glip", "ala", "blip"}
 NOTEBOOK_CMD, MODULE_CMD = "python -m vlrepro.stage ", "python -m vlrepro."
 
 
-def stage_kind(spec: dict) -> tuple[str, str]:
-    """``("notebook", name)`` for a papermill stage, ``("module", package)`` for a paper's matrix/feature stage
-    (``python -m vlrepro.<paper> ...``: a papermill kernel per matrix run would cost seconds each)."""
+def stage_kind(spec: dict) -> tuple[str, str, list[str] | None]:
+    """``("notebook", name, sections)`` for a papermill stage, ``("module", package, [paper])`` for a paper's
+    matrix/feature stage (``python -m vlrepro.<paper> ...``: a papermill kernel per matrix run would cost
+    seconds each). ``sections``: the params.yaml sections the stage loads (``None``: all of them)."""
     cmd = spec["cmd"]
+    words = cmd.split()
     if cmd.startswith(NOTEBOOK_CMD):
-        return "notebook", cmd.split()[-1]
+        sections = None
+        if "--sections" in words:
+            after = words[words.index("--sections") + 1 :]
+            sections = after[: next((i for i, w in enumerate(after) if w.startswith("-")), len(after))]
+        return "notebook", words[3], sections
     assert cmd.startswith(MODULE_CMD), f"unexpected stage command {cmd!r}"
-    return "module", cmd.split()[2]
+    return "module", words[2], [words[2].split(".")[1]]
 
 
 def test_stages_follow_design_conventions():
@@ -42,10 +48,16 @@ def test_stages_follow_design_conventions():
     assert all(n in allowed or n.split("_")[0] in PAPER_STAGES for n in stages), sorted(stages)
     assert {"data", "report"} <= set(stages)
     for name, stage in stages.items():
-        kind, target = stage_kind(stage)
+        kind, target, sections = stage_kind(stage)
         if kind == "notebook":
-            assert (ROOT / "notebooks" / f"{target}.ipynb").is_file()
-        else:
+            notebook = ROOT / "notebooks" / f"{target}.ipynb"
+            assert notebook.is_file()
+            if sections is not None:  # the notebook loads what the stage validated, and DVC tracks it
+                assert f"sections={sections!r}" in notebook.read_text().replace('\\"', "'"), name
+        if sections is not None:
+            tracked = {str(p).split(".")[0] for p in stage.get("params", [])}
+            assert set(sections) <= tracked, f"{name} loads params sections {sections} but DVC tracks {tracked}"
+        if kind == "module":
             assert target.split(".")[1] == name.split("_")[0], f"{name} runs another paper's module {target}"
         if "matrix" in stage:
             assert name in PAPER_STAGES and "seed" in stage["matrix"] and len(stage["matrix"]["seed"]) >= 3
@@ -71,8 +83,8 @@ else:  # the package's every module: its entry point imports some of them only w
     package = importlib.import_module(target)
     for info in pkgutil.iter_modules(package.__path__, target + "."):
         importlib.import_module(info.name)
-from vlrepro.config import load_params  # every stage validates params.yaml, which imports each section
-load_params(sys.argv[3])
+from vlrepro.config import load_params  # a stage validates its own sections: their modules are imported
+load_params(sys.argv[3], sections=json.loads(sys.argv[4]))
 print(json.dumps(sorted(m.__file__ for n, m in sys.modules.items() if n.startswith("vlrepro") and m.__file__)))
 """
 
@@ -84,10 +96,11 @@ def test_stage_deps_cover_the_library_code_it_imports(stage):
     import sys
 
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
-    kind, target = stage_kind(spec)
+    kind, target, sections = stage_kind(spec)
     # A notebook's path, or the paper's package (vlrepro.<paper>) of a module stage.
     target = str(ROOT / "notebooks" / f"{target}.ipynb") if kind == "notebook" else ".".join(target.split(".")[:2])
-    out = subprocess.run([sys.executable, "-c", IMPORTED_FILES, kind, target, str(ROOT / "params.yaml")],
+    out = subprocess.run([sys.executable, "-c", IMPORTED_FILES, kind, target, str(ROOT / "params.yaml"),
+                          json.dumps(sections)],
                          capture_output=True, text=True, timeout=120, check=True).stdout
     deps = [ROOT / d for d in spec["deps"]]
     missing = [Path(f).relative_to(ROOT / "src").as_posix() for f in json.loads(out)

@@ -19,19 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor, nn
 
-from vlrepro.config import Section
+from vlrepro.data.config import BaselineParams
 from vlrepro.data.records import Split
 from vlrepro.metrics.boxes import acc_at_iou, paired_iou
-
-
-class BaselineParams(Section):
-    image_only_steps: int = Field(200, ge=1, description="training steps of the image-only ranker")
-    image_only_batch_size: int = Field(64, ge=1)
-    image_only_lr: float = Field(1e-3, gt=0)
-    image_only_model: str = Field("resnet10t", description="timm CNN with features_only support")
 
 
 def _scene_boxes(split: Split, image: int) -> np.ndarray:

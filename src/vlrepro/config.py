@@ -1,19 +1,25 @@
 """``params.yaml``: the one source of settings, validated before any compute.
 
-The file holds the default-profile values of every stage section plus a ``profiles`` mapping of
-overrides; ``profile: smoke`` (or ``paper``) lays ``profiles.smoke`` over the sections. Validation
-names the offending key and the allowed values::
+The file holds the default-profile values of every section plus a ``profiles`` mapping of overrides;
+``profile: smoke`` (or ``paper``) lays ``profiles.smoke`` over the sections. Validation names the offending
+key and the allowed values::
 
     params.yaml: data.world.image_size = 'big': Input should be a valid integer (expected int)
 
-Each stage section is a pydantic model owned by the module that uses it, so a setting and the code
-that reads it live side by side.
+Sections are registered by name, not imported here: section ``<name>`` is the pydantic model ``Params`` of
+the module ``vlrepro.<name>.config``, so a setting and the code that reads it live side by side, and a stage
+that loads only its own sections (``load_params(sections=["smcim"])``) neither imports nor depends on any
+other paper's settings: a change to one paper's section re-runs only that paper's stages. Loading without
+``sections`` validates every section of the file (the report stage and the tests do). None of this imports
+torch.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -22,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 Profile = Literal["smoke", "default", "paper"]
 PROFILES: tuple[str, ...] = get_args(Profile)
+TOP_LEVEL: tuple[str, ...] = ("profile", "seed", "profiles")  # the keys of params.yaml that are not sections
 
 
 class Section(BaseModel):
@@ -34,33 +41,27 @@ class ConfigError(ValueError):
     """A params.yaml problem, with the key path and what is allowed."""
 
 
-def _stage_sections() -> dict[str, type[Section]]:
-    # Imported here so that `vlrepro.config` stays importable without torch for a quick check.
-    from vlrepro.amc.config import AMCParams
-    from vlrepro.baselines import BaselineParams
-    from vlrepro.data.real.config import RealDataConfig
-    from vlrepro.data.world.config import WorldConfig
-    from vlrepro.pretrain.config import PretrainParams
-    from vlrepro.smcim.config import SMCIMParams
-
-    class DataParams(Section):
-        world: WorldConfig = WorldConfig()
-        baselines: BaselineParams = BaselineParams()
-        real: RealDataConfig = RealDataConfig()
-
-    class ReportParams(Section):
-        title: str = "vlrepro — reproducibility report"
-        alpha: float = Field(0.05, gt=0, lt=1, description="significance level of claim tests")
-
-    sections = {"data": DataParams, "pretrain": PretrainParams, "amc": AMCParams, "smcim": SMCIMParams}
-    return {**sections, "report": ReportParams}
+def section_class(name: str, source: str = "params.yaml") -> type[Section]:
+    """The model of section ``name``: ``vlrepro.<name>.config.Params``."""
+    module = f"vlrepro.{name}.config"
+    try:
+        cls = importlib.import_module(module).Params
+    except ModuleNotFoundError as e:
+        if e.name is not None and module.startswith(e.name):  # the section's own module, not one it imports
+            raise ConfigError(f"{source}: {name}: unknown section (no module {module}); check the spelling") from None
+        raise
+    except AttributeError:
+        raise ConfigError(f"{module} has no `Params` (the model of the {name!r} section)") from None
+    if not (isinstance(cls, type) and issubclass(cls, Section)):
+        raise ConfigError(f"{module}.Params is not a vlrepro.config.Section")
+    return cls
 
 
-def _params_model() -> type[BaseModel]:
-    sections = _stage_sections()
+def _params_model(names: Sequence[str], source: str) -> type[BaseModel]:
     annotations: dict[str, Any] = {"profile": Profile, "seed": int}
     namespace: dict[str, Any] = {"__annotations__": annotations, "seed": Field(0, ge=0)}
-    for name, cls in sections.items():
+    for name in names:
+        cls = section_class(name, source)
         annotations[name] = cls
         namespace[name] = cls()
     namespace["model_config"] = ConfigDict(extra="forbid", frozen=True)
@@ -131,35 +132,47 @@ def _validate(model: type[BaseModel], raw: dict, overlay: dict, profile: str, so
 
 
 def validate_params(
-    raw: dict[str, Any], source: str = "params.yaml", overrides: dict[str, Any] | None = None
+    raw: dict[str, Any],
+    source: str = "params.yaml",
+    overrides: dict[str, Any] | None = None,
+    sections: Sequence[str] | None = None,
 ) -> BaseModel:
     """Validate a params mapping and return the frozen settings of its active profile.
 
-    ``overrides`` are dotted keys (``{"data.world.seed": 3}``) applied last, over the profile overlay.
+    ``sections``: the sections to validate and return (default: every one in ``raw``); the others are not
+    read. ``overrides`` are dotted keys (``{"data.world.seed": 3}``) applied last, over the profile overlay.
     Every profile is validated, not only the active one, so a typo under ``profiles.paper`` stops a
     ``default`` run too, long before anyone reaches the GPU cluster.
     """
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
-    raw = dict(raw)
-    profiles = raw.pop("profiles", {}) or {}
+    profiles = raw.get("profiles") or {}
     profile = raw.get("profile", "default")
     if profile not in PROFILES:
         raise ConfigError(f"{source}: profile = {profile!r}: allowed values are {', '.join(PROFILES)}")
     unknown = sorted(set(profiles) - set(PROFILES))
     if unknown:
         raise ConfigError(f"{source}: profiles.{unknown[0]}: unknown profile; allowed: {', '.join(PROFILES)}")
-    model = _params_model()
+    names = [k for k in raw if k not in TOP_LEVEL] if sections is None else list(sections)
+    keep = {*names, "profile", "seed"}
+    model = _params_model(names, source)
+
+    def only(d: dict) -> dict:
+        return {k: v for k, v in d.items() if k in keep}
+
+    base = only(raw)
     for other in PROFILES:
         if other != profile:
-            _validate(model, {**raw, "profile": other}, profiles.get(other) or {}, other, source)
-    overlay = copy.deepcopy(profiles.get(profile) or {})
+            _validate(model, {**base, "profile": other}, only(profiles.get(other) or {}), other, source)
+    overlay = copy.deepcopy(only(profiles.get(profile) or {}))
     for dotted, value in (overrides or {}).items():
         _set_dotted(overlay, dotted, value)
-    return _validate(model, raw, overlay, profile, source)
+    return _validate(model, base, overlay, profile, source)
 
 
-def load_params(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> BaseModel:
+def load_params(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None, sections: Sequence[str] | None = None
+) -> BaseModel:
     """Load and validate ``params.yaml`` (default: :func:`find_params_file`); see :func:`validate_params`."""
     path = Path(path) if path else find_params_file()
     if not path.is_file():
@@ -168,4 +181,4 @@ def load_params(path: str | Path | None = None, overrides: dict[str, Any] | None
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    return validate_params(raw, str(path), overrides)
+    return validate_params(raw, str(path), overrides, sections)

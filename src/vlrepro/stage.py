@@ -1,7 +1,7 @@
-"""Run one pipeline notebook: ``python -m vlrepro.stage 00_data [-p key value ...]``.
+"""Run one pipeline notebook: ``python -m vlrepro.stage 00_data [--sections data ...] [-p key value ...]``.
 
-What every DVC stage's ``cmd`` calls. It validates params.yaml first (a bad value stops here, before
-any compute), executes ``notebooks/<name>.ipynb`` with papermill on the project's own kernel into
+What every notebook stage's ``cmd`` calls. It validates the notebook's params.yaml sections first (a bad
+value stops here, before any compute; without ``--sections``, every section), executes ``notebooks/<name>.ipynb`` with papermill on the project's own kernel into
 ``reports/notebooks/<name>.ipynb``, then exports that to HTML without code cells. Paths are relative to
 the working directory, the repository root where DVC runs stages. A failed run keeps its partly
 executed notebook as ``reports/notebooks/<name>.failed.ipynb``, with the traceback in the failing cell.
@@ -68,12 +68,14 @@ def run_notebook(name: str, root: Path, params_file: Path, parameters: dict | No
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("notebook", help="notebook name without .ipynb, e.g. 00_data")
+    ap.add_argument("--sections", nargs="+", metavar="SECTION",
+                    help="the params.yaml sections the notebook reads (default: all), validated before it starts")
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                     help="extra papermill parameter (string value)")
     args = ap.parse_args(argv)
     try:
         params_file = find_params_file()
-        load_params(params_file)  # fail fast, before starting a kernel
+        load_params(params_file, sections=args.sections)  # fail fast, before starting a kernel
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

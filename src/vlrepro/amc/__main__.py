@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         params_file = find_params_file()
-        P = load_params(params_file)
+        P = load_params(params_file, sections=["amc"])
         if args.command == "run":
             P.amc.variant(args.variant)  # type: ignore[attr-defined]
     except (ConfigError, KeyError) as e:

@@ -149,3 +149,6 @@ class AMCParams(Section):
         if name not in self.variants:
             raise KeyError(f"amc.variants has no variant {name!r}; defined: {', '.join(self.variants)}")
         return self.variants[name]
+
+
+Params = AMCParams  # this package's params.yaml section (vlrepro.config finds it by the package name)

@@ -128,3 +128,6 @@ class PretrainParams(Section):
         if not v or any(s not in WORLD_SETS for s in v):
             raise ValueError(f"must list world sets from: {', '.join(WORLD_SETS)}")
         return v
+
+
+Params = PretrainParams  # this package's params.yaml section (vlrepro.config finds it by the package name)

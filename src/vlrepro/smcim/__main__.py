@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         params_file = find_params_file()
-        P = load_params(params_file)
+        P = load_params(params_file, sections=["smcim"])
         p = P.smcim
         if args.command == "run":
             p.variant(args.variant)

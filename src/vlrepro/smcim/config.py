@@ -135,3 +135,6 @@ class SMCIMParams(Section):
             return SMCIMParams.model_validate({**raw, "variants": {}})
         except ValueError as e:
             raise ConfigError(f"smcim.variants.{name}: {e}") from None
+
+
+Params = SMCIMParams  # this package's params.yaml section (vlrepro.config finds it by the package name)

@@ -20,7 +20,7 @@ from vlrepro.config import find_params_file, load_params
 from vlrepro.data.records import load_split
 from vlrepro.models import load_pretrained
 from vlrepro.models.backbones import images_to_tensor
-from vlrepro.models.smcim import build
+from vlrepro.smcim.model import build
 from vlrepro.smcim.__main__ import FEATURES_DIR
 from vlrepro.smcim.efficiency import measure
 from vlrepro.smcim.features import load_features, load_text_encoder

@@ -39,7 +39,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
 
 
 def smcim_step(variant: str, batch: int) -> tuple[torch.nn.Module, Step]:
-    from vlrepro.models.smcim import build
+    from vlrepro.smcim.model import build
     from vlrepro.smcim.run import model_config
 
     P = load_params(find_params_file())

@@ -141,7 +141,7 @@ def test_run_records_the_learning_curve_and_the_gate_control(tiny):
 
 
 def test_centre_cell_and_cell_loss_by_hand():
-    from vlrepro.models.smcim import SMCIMOutput
+    from vlrepro.smcim.model import SMCIMOutput
     from vlrepro.smcim.run import BoxLoss, centre_cell
 
     boxes = torch.tensor([[0.1, 0.1, 0.2, 0.2], [0.9, 0.3, 0.1, 0.1], [0.5, 0.99, 0.2, 0.02]])

@@ -6,5 +6,5 @@
 - ``run``: one variant × seed, trained and evaluated on those features (stage ``smcim@<variant>-<seed>``);
 - ``efficiency``: parameters, FLOPs and batch-1 latency of SMCIM and the TransVG-style baseline.
 
-The models are in ``vlrepro.models.smcim``, the losses in ``vlrepro.losses.self_paced`` / ``.boxes``.
+The models (SMCIM, TransVG-style) are in ``model``, the losses in ``vlrepro.losses.self_paced`` / ``.boxes``.
 """

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from vlrepro.data.records import load_split
 from vlrepro.metrics.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
-from vlrepro.models.smcim import SMCIMOutput
+from vlrepro.smcim.model import SMCIMOutput
 from vlrepro.pretrain.data import pad_texts
 from vlrepro.smcim.augment import apply_view, draw_view, transform_boxes
 from vlrepro.smcim.config import SMCIMParams

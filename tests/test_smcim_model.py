@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vlrepro.models.blocks import CA2M
-from vlrepro.models.smcim import SMCIM, SMCIMConfig, TransVG, build
+from vlrepro.smcim.model import SMCIM, SMCIMConfig, TransVG, build
 
 CFG = SMCIMConfig(visual_channels=(8, 16, 32), text_width=12, grid=(4, 4), dim=16, stage1_depth=2, stage2_depth=2,
                   num_heads=2)  # fmt: skip

@@ -204,3 +204,26 @@ def test_move_to_handles_nested_batches() -> None:
     assert isinstance(moved["pair"], Pair) and isinstance(moved["obj"], Batch) and moved["n"] == 3
     assert moved["pair"].b[1] == "s" and isinstance(moved["tup"], tuple)
     assert torch.equal(moved["obj"].x, t)
+
+
+def test_cpu_bf16_autocast_only_when_asked(tmp_path: Path) -> None:
+    seen: list[tuple[bool, torch.dtype]] = []
+
+    def recording(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x, y = batch
+        out = model(x)
+        seen.append((torch.is_autocast_enabled("cpu"), out.dtype))
+        return {"loss": nn.functional.mse_loss(out.float(), y)}
+
+    data = _teacher_data(64)
+    fp32 = fit(MLP(), data, recording, _cfg(steps=3, device="cpu"), tmp_path / "fp32")
+    assert seen == [(False, torch.float32)] * 3
+    seen.clear()
+    bf16 = fit(MLP(), data, recording, _cfg(steps=3, device="cpu", cpu_precision="bf16"), tmp_path / "bf16")
+    assert seen == [(True, torch.bfloat16)] * 3  # the linear layers ran in bf16
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())  # the weights stay fp32
+    assert not torch.equal(fp32.model.head.weight, bf16.model.head.weight)
+    # a checkpoint written in fp32 is not continued in bf16: another trajectory
+    with pytest.warns(UserWarning, match="cpu_precision: 'fp32' -> 'bf16'"):
+        again = fit(MLP(), data, recording, _cfg(steps=6, device="cpu", cpu_precision="bf16"), tmp_path / "fp32")
+    assert again.start_step == 0

@@ -14,7 +14,8 @@ A newcomer's tour::
 - ``out_dir`` gets ``last.pt`` (checkpoint every ``ckpt_every`` steps; a re-run resumes from it),
   ``history.json`` (DVC plots), ``metrics.json`` (final numbers) and ``model.pt`` (final state_dict).
 - The same call works under ``torchrun --nproc_per_node N``: DDP, each rank a slice of the global batch,
-  rank 0 does all the writing (``distributed``). On CUDA it uses autocast (bf16, or fp16 + GradScaler).
+  rank 0 does all the writing (``distributed``). On CUDA it uses autocast (bf16, or fp16 + GradScaler); on
+  CPU, bf16 autocast when ``cpu_precision`` says so.
 
 Modules: ``config`` (TrainConfig), ``loop`` (fit), ``checkpoint`` (atomic save/load), ``rng`` (seeding
 and RNG state), ``sampler`` (batch order), ``schedules`` (LR), ``distributed`` (torchrun helpers).

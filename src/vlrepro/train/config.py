@@ -30,7 +30,10 @@ class TrainConfig(Section):
     seed: int = Field(0, ge=0)
     shuffle: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = Field(True, description="mixed precision on CUDA (bf16 if supported, else fp16); never on CPU")
+    amp: bool = Field(True, description="mixed precision on CUDA (bf16 if supported, else fp16)")
+    cpu_precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="on CPU: bf16 autocast, faster only for large enough matmuls (benchmarks/bench_train.py)"
+    )
     deterministic: bool = Field(True, description="torch.use_deterministic_algorithms (warn-only) during fit")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     log_every: int = Field(10, ge=1, description="steps between history records")
@@ -59,5 +62,5 @@ class TrainConfig(Section):
 # resumed. Everything else (device, logging, workers, ...) may change between a run and its resume.
 TRAJECTORY_KEYS: tuple[str, ...] = (
     "steps", "batch_size", "lr", "weight_decay", "betas", "eps", "schedule", "warmup_steps", "min_lr_ratio",
-    "milestones", "gamma", "grad_clip", "seed", "shuffle",
+    "milestones", "gamma", "grad_clip", "seed", "shuffle", "cpu_precision",
 )  # fmt: skip

@@ -3,7 +3,7 @@
 Each iteration is one optimizer update (``cfg.steps`` of them in all)::
 
     batch = the rank's slice of global batch `step`        (StepBatchSampler: a function of seed and step)
-    terms = loss_fn(model, batch)                          (under autocast on CUDA)
+    terms = loss_fn(model, batch)                          (under autocast on CUDA; on CPU with cpu_precision bf16)
     backward, clip the global grad norm, AdamW step, LR schedule step
     every log_every steps: all-reduced loss terms, lr, grad norm -> history
     every eval_every steps and at the end: evaluate(model) -> same history record (rank 0)
@@ -300,6 +300,8 @@ def _groups(model: nn.Module, param_groups: Sequence[dict[str, Any]] | None) -> 
 
 
 def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if device.type == "cpu":
+        return torch.bfloat16 if cfg.cpu_precision == "bf16" else None
     if not cfg.amp or device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -399,7 +401,9 @@ def _incompatibility(
         return f"belongs to run {state['run_id']!r}, this is {run_id!r}"
     ours = cfg.model_dump(mode="json")
     changed = [
-        f"{k}: {state['config'].get(k)!r} -> {ours[k]!r}" for k in TRAJECTORY_KEYS if state["config"].get(k) != ours[k]
+        f"{k}: {saved!r} -> {ours[k]!r}" for k in TRAJECTORY_KEYS
+        # a key added after the checkpoint was written had its default then
+        if (saved := state["config"].get(k, TrainConfig.model_fields[k].default)) != ours[k]
     ]
     if changed:
         return "was written with other settings (" + ", ".join(changed) + ")"

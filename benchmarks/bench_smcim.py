@@ -20,10 +20,10 @@ from vlrepro.config import find_params_file, load_params
 from vlrepro.data.records import load_split
 from vlrepro.models import load_pretrained
 from vlrepro.models.backbones import images_to_tensor
-from vlrepro.smcim.model import build
 from vlrepro.smcim.__main__ import FEATURES_DIR
 from vlrepro.smcim.efficiency import measure
 from vlrepro.smcim.features import load_features, load_text_encoder
+from vlrepro.smcim.model import build
 from vlrepro.smcim.online import EndToEnd
 from vlrepro.smcim.run import cached_config, train_and_evaluate
 

@@ -1,7 +1,8 @@
 """Run one pipeline notebook: ``python -m vlrepro.stage 00_data [--sections data ...] [-p key value ...]``.
 
 What every notebook stage's ``cmd`` calls. It validates the notebook's params.yaml sections first (a bad
-value stops here, before any compute; without ``--sections``, every section), executes ``notebooks/<name>.ipynb`` with papermill on the project's own kernel into
+value stops here, before any compute; without ``--sections``, every section), executes
+``notebooks/<name>.ipynb`` with papermill on the project's own kernel into
 ``reports/notebooks/<name>.ipynb``, then exports that to HTML without code cells. Paths are relative to
 the working directory, the repository root where DVC runs stages. A failed run keeps its partly
 executed notebook as ``reports/notebooks/<name>.failed.ipynb``, with the traceback in the failing cell.

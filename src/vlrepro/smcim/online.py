@@ -16,11 +16,11 @@ from torch import Tensor, nn
 
 from vlrepro.data.records import load_split
 from vlrepro.metrics.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
-from vlrepro.smcim.model import SMCIMOutput
 from vlrepro.pretrain.data import pad_texts
 from vlrepro.smcim.augment import apply_view, draw_view, transform_boxes
 from vlrepro.smcim.config import SMCIMParams
 from vlrepro.smcim.features import block_outputs, visual_levels
+from vlrepro.smcim.model import SMCIMOutput
 from vlrepro.train import evaluating
 from vlrepro.transforms import swap_left_right
 

@@ -24,10 +24,10 @@ from vlrepro.data.records import load_split
 from vlrepro.losses.boxes import giou_loss_per_sample, l1_per_sample
 from vlrepro.losses.self_paced import SelfPacedLoss
 from vlrepro.metrics.boxes import acc_at_iou, cxcywh_to_xyxy
-from vlrepro.smcim.model import SMCIMConfig, SMCIMOutput, build
 from vlrepro.smcim import online
 from vlrepro.smcim.config import EVAL_SPLITS, SMCIMParams
 from vlrepro.smcim.features import Features, level_stages, load_features
+from vlrepro.smcim.model import SMCIMConfig, SMCIMOutput, build
 from vlrepro.train import TrainConfig, evaluating, fit
 
 

@@ -1,0 +1,82 @@
+"""GLIP at world scale: detection as grounding of a class-list prompt.
+
+The encoders (the world CNN's stage maps resized to one token grid, and a BERT over the prompt) are given
+as features; this module holds what GLIP adds on top of them::
+
+    O, P = proj(visual grid tokens), proj(prompt tokens)
+    O, P = X-MHA deep fusion × fusion_layers (0: late fusion, GLIP-T(A))      models.blocks.BiFusionLayer
+    box      = exp(distances l, t, r, b) from each cell centre, in cells      (anchor-free, FCOS-style)
+    centre   = the cell's centerness logit
+    S[n, j]  = (W_o O_n) · (W_p normalise(P_j)) / exp(log_scale) + b·P_j + prior bias   (alignment logits)
+
+A box's class score is the mean sigmoid of S over the class's tokens (``prompts.class_scores``), times the
+centerness (geometric mean, as GLIP ranks detections).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vlrepro.models.blocks import BiFusionLayer
+
+
+@dataclass(frozen=True)
+class GLIPConfig:
+    visual_dim: int = 256  # channels of the concatenated, resized CNN stage maps
+    text_dim: int = 128  # the text encoder's hidden size
+    dim: int = 64  # width of the fused tokens
+    align_dim: int = 64  # width of the alignment space
+    fusion_layers: int = 2  # X-MHA layers; 0 = late fusion (GLIP-T(A))
+    num_heads: int = 4
+    prior_prob: float = 0.01  # initial match probability of every (cell, token)
+
+
+@dataclass
+class GLIPOutput:
+    logits: Tensor  # (B, N, L) alignment logits of grid cells x prompt tokens
+    boxes: Tensor  # (B, N, 4) predicted (x1, y1, x2, y2) in grid units
+    centerness: Tensor  # (B, N) logits
+
+
+class GLIPHead(nn.Module):
+    def __init__(self, cfg: GLIPConfig):
+        super().__init__()
+        self.config = cfg
+        self.visual_in, self.text_in = nn.Linear(cfg.visual_dim, cfg.dim), nn.Linear(cfg.text_dim, cfg.dim)
+        scale = 1.0 / max(cfg.fusion_layers, 1)  # GLIP's layer scale: 1 / number of fusion layers
+        self.fusion = nn.ModuleList(
+            BiFusionLayer(cfg.dim, cfg.dim, cfg.dim, cfg.num_heads, scale) for _ in range(cfg.fusion_layers)
+        )
+        self.tower = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, cfg.dim), nn.GELU())
+        self.box = nn.Linear(cfg.dim, 4)
+        self.centerness = nn.Linear(cfg.dim, 1)
+        self.align_visual, self.align_text = nn.Linear(cfg.dim, cfg.align_dim), nn.Linear(cfg.dim, cfg.align_dim)
+        self.token_bias = nn.Linear(cfg.dim, 1)
+        self.log_scale = nn.Parameter(torch.zeros(()))
+        self.prior_bias = -math.log((1 - cfg.prior_prob) / cfg.prior_prob)
+        nn.init.zeros_(self.token_bias.weight)
+        nn.init.zeros_(self.token_bias.bias)
+
+    def forward(self, visual: Tensor, grid: tuple[int, int], text: Tensor, text_padding: Tensor) -> GLIPOutput:
+        """``visual`` (B, H*W, visual_dim) in row-major grid order, ``text`` (B, L, text_dim), ``text_padding``
+        (B, L) True at padding."""
+        o, p = self.visual_in(visual), self.text_in(text)
+        for layer in self.fusion:
+            o, p = layer(o, p, text_padding)
+        feat = self.tower(o)
+        p_norm = F.normalize(p, dim=-1)
+        logits = self.align_visual(feat) @ self.align_text(p_norm).transpose(1, 2) / self.log_scale.exp()
+        logits = logits + self.token_bias(p_norm).transpose(1, 2) + self.prior_bias
+        h, w = grid
+        ys, xs = torch.meshgrid(torch.arange(h, device=visual.device), torch.arange(w, device=visual.device),
+                                indexing="ij")  # fmt: skip
+        centres = torch.stack([xs.flatten(), ys.flatten()], -1).to(feat.dtype) + 0.5  # (N, 2) in grid units
+        d = self.box(feat).clamp(max=8.0).exp()  # (B, N, 4): left, top, right, bottom distances
+        boxes = torch.cat([centres - d[..., :2], centres + d[..., 2:]], -1)
+        return GLIPOutput(logits.masked_fill(text_padding[:, None, :], float("-inf")), boxes,
+                          self.centerness(feat).squeeze(-1))  # fmt: skip

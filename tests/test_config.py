@@ -132,3 +132,7 @@ def test_sections_are_found_by_name_and_validated_only_when_asked():
         validate_params(raw)
     with pytest.raises(ConfigError, match="unknown section"):
         validate_params(repo_params(), sections=["glipp"])
+    raw = repo_params()
+    raw["profiles"]["smoke"]["smcm"] = {"steps": 1}  # a typo'd section only in an overlay is caught too
+    with pytest.raises(ConfigError, match="smcm: unknown section"):
+        validate_params(raw)

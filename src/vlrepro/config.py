@@ -153,7 +153,10 @@ def validate_params(
     unknown = sorted(set(profiles) - set(PROFILES))
     if unknown:
         raise ConfigError(f"{source}: profiles.{unknown[0]}: unknown profile; allowed: {', '.join(PROFILES)}")
-    names = [k for k in raw if k not in TOP_LEVEL] if sections is None else list(sections)
+    if sections is None:  # every section the file names, in its base or in a profile's overlay
+        names = list(dict.fromkeys(k for d in (raw, *profiles.values()) for k in (d or {}) if k not in TOP_LEVEL))
+    else:
+        names = list(sections)
     keep = {*names, "profile", "seed"}
     model = _params_model(names, source)
 

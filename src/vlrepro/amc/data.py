@@ -42,7 +42,7 @@ from torch import Tensor
 
 from vlrepro.amc.config import AugmentParams
 from vlrepro.data.records import Split
-from vlrepro.data.world.captions import caption_true
+from vlrepro.data.world.captions import caption_truth_matrix
 from vlrepro.data.world.resolver import ParseError, resolve
 from vlrepro.losses.amc import box_masks
 from vlrepro.models.backbones import images_to_tensor
@@ -276,13 +276,10 @@ def world_linker(split: Split) -> Callable[[str, int], bool] | None:
 
 def world_caption_linker(split: Split) -> Callable[[str, int], bool] | None:
     """``linked(caption, image)``: whether the world says the whole ``caption`` is true of ``image``
-    (``world.captions.caption_true``); ``None`` without scene graphs and backgrounds (real data)."""
-    meta = split.meta
-    if any(meta.get(k) is None for k in ("scenes", "backgrounds", "image_size", "language")):
+    (``world.captions.caption_truth_matrix``); ``None`` without scene graphs and backgrounds (real data)."""
+    if any(split.meta.get(k) is None for k in ("scenes", "backgrounds", "image_size", "language")):
         return None
-    scenes, backgrounds, size = meta["scenes"], meta["backgrounds"], int(meta["image_size"])
-    margin, near = float(meta["language"]["location_margin"]), float(meta["language"]["near_distance"])
-    return lambda text, image: caption_true(text, scenes[image], backgrounds[image], size, margin, near)
+    return lambda text, image: bool(caption_truth_matrix(split, [text], [image])[0, 0])
 
 
 def grounding_set(split: Split, name: str, limit: int | None = None, seed: int = 0) -> GroundingSet:

@@ -21,7 +21,7 @@ import importlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -41,6 +41,9 @@ class ConfigError(ValueError):
     """A params.yaml problem, with the key path and what is allowed."""
 
 
+SectionT = TypeVar("SectionT", bound=Section)
+
+
 def section_class(name: str, source: str = "params.yaml") -> type[Section]:
     """The model of section ``name``: ``vlrepro.<name>.config.Params``."""
     module = f"vlrepro.{name}.config"
@@ -55,6 +58,25 @@ def section_class(name: str, source: str = "params.yaml") -> type[Section]:
     if not (isinstance(cls, type) and issubclass(cls, Section)):
         raise ConfigError(f"{module}.Params is not a vlrepro.config.Section")
     return cls
+
+
+def with_overrides(section: SectionT, overrides: dict[str, Any], where: str) -> SectionT:
+    """``section`` with dotted ``overrides`` (``{"model.levels": 1}``) applied and validated again, its
+    ``variants`` emptied: a paper's variant. Errors name ``where`` (``smcim.variants.levels_1``) and the key."""
+    raw = section.model_dump(exclude={"variants"})
+    for dotted, value in overrides.items():
+        node, path = raw, dotted.split(".")
+        for part in path[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"{where}: {dotted!r} is not a key of the section")
+            node = node[part]
+        if path[-1] not in node:
+            raise ConfigError(f"{where}: {dotted!r} is not a key of the section")
+        node[path[-1]] = value
+    try:
+        return type(section).model_validate({**raw, "variants": {}})
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def _params_model(names: Sequence[str], source: str) -> type[BaseModel]:

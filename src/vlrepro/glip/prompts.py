@@ -81,13 +81,19 @@ def training_prompt(
 def positive_map(tokenizer: Tokenizer, prompt: Prompt, max_len: int) -> Tensor:
     """``(len(prompt.classes), max_len)`` bool: token j of the encoded prompt lies inside class i's name.
     Special tokens ([CLS], [SEP], padding) belong to no class."""
-    enc = tokenizer.encode(prompt.text)
-    out = torch.zeros(len(prompt.classes), max_len, dtype=torch.bool)
+    return span_map(tokenizer, prompt.text, [[span] for span in prompt.spans], max_len)
+
+
+def span_map(tokenizer: Tokenizer, text: str, spans: Sequence[Sequence[tuple[int, int]]], max_len: int) -> Tensor:
+    """``(len(spans), max_len)`` bool: token j of the encoded ``text`` lies inside one of the character spans
+    of entry i (a class name of a prompt, or the phrases of a caption that name box i)."""
+    enc = tokenizer.encode(text)
+    out = torch.zeros(len(spans), max_len, dtype=torch.bool)
     for j, ((start, end), special) in enumerate(zip(enc.offsets, enc.special_tokens_mask, strict=True)):
         if j >= max_len or special or start == end:
             continue
-        for i, (a, b) in enumerate(prompt.spans):
-            if start >= a and end <= b:
+        for i, entry in enumerate(spans):
+            if any(start >= a and end <= b for a, b in entry):
                 out[i, j] = True
     return out
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from vlrepro.config import ConfigError, Section
+from vlrepro.config import ConfigError, Section, with_overrides
 
 REFERRING_SETS = ("refcoco", "refcoco+", "refcocog")
 EVAL_SPLITS = ("val", "testA", "testB")
@@ -121,20 +121,7 @@ class SMCIMParams(Section):
         """This section with the overrides of variant ``name`` applied (and validated)."""
         if name not in self.variants:
             raise ConfigError(f"smcim.variants: no variant {name!r}; defined: {', '.join(self.variants)}")
-        raw = self.model_dump(exclude={"variants"})
-        for dotted, value in self.variants[name].items():
-            node, path = raw, dotted.split(".")
-            for part in path[:-1]:
-                if not isinstance(node.get(part), dict):
-                    raise ConfigError(f"smcim.variants.{name}: {dotted!r} is not a key of the smcim section")
-                node = node[part]
-            if path[-1] not in node:
-                raise ConfigError(f"smcim.variants.{name}: {dotted!r} is not a key of the smcim section")
-            node[path[-1]] = value
-        try:
-            return SMCIMParams.model_validate({**raw, "variants": {}})
-        except ValueError as e:
-            raise ConfigError(f"smcim.variants.{name}: {e}") from None
+        return with_overrides(self, self.variants[name], f"smcim.variants.{name}")
 
 
 Params = SMCIMParams  # this package's params.yaml section (vlrepro.config finds it by the package name)

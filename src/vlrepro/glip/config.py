@@ -1,0 +1,86 @@
+"""``glip`` section of params.yaml: the model, training data and recipe, evaluation, transfer and variants.
+
+The section's values are GLIP-T(B) of the default profile (deep fusion, detection data only). ``variants``
+names the card's family as dotted overrides of this section (``{"model.fusion_layers": 0}``), validated like
+the section itself; the DVC matrix (``dvc.yaml``, stage ``glip``) lists variant names and seeds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from vlrepro.config import ConfigError, Section, with_overrides
+
+DETECTION_SETS = ("det",)
+GROUNDING_SETS = ("flickr", "vg")
+
+
+class ModelParams(Section):
+    grid_stride: int = Field(4, ge=1, description="input pixels per grid cell; every CNN stage is resized to this grid")
+    dim: int = Field(64, ge=8, description="width of the fused tokens")
+    align_dim: int = Field(64, ge=8, description="width of the alignment space of S = O·Pᵀ")
+    fusion_layers: int = Field(2, ge=0, description="X-MHA deep-fusion layers; 0 = late fusion (GLIP-T(A))")
+    num_heads: int = Field(4, ge=1)
+    prior_prob: float = Field(0.01, gt=0, lt=1, description="initial match probability of every (cell, token)")
+
+    @model_validator(mode="after")
+    def _heads(self) -> ModelParams:
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim = {self.dim} is not divisible by num_heads = {self.num_heads}")
+        return self
+
+
+class TrainParams(Section):
+    sets: tuple[str, ...] = Field(DETECTION_SETS, description="world sets: det (base classes) and grounding sets")
+    steps: int = Field(2000, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0, description="the GLIP head (paper 1e-4 at batch 64 for 30 epochs)")
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    radius: float = Field(1.5, gt=0, description="centre sampling: positive cells lie this many cells from a box centre")
+    box_weight: float = Field(2.0, ge=0, description="GIoU loss weight (GLIP: 2)")
+    max_prompt_tokens: int = Field(40, ge=4, description="token budget of a training prompt ([CLS]/[SEP] included)")
+    eval_every: int = Field(0, ge=0, description="steps between learning-curve points (det val AP50); 0 = the end")
+    curve_images: int = Field(150, ge=1, description="det test images scored for the learning curve")
+
+    @field_validator("sets")
+    @classmethod
+    def _sets(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        known = DETECTION_SETS + GROUNDING_SETS
+        if not v or any(s not in known for s in v):
+            raise ValueError(f"must list sets from: {', '.join(known)}")
+        return v
+
+
+class EvalParams(Section):
+    score_threshold: float = Field(0.05, ge=0, lt=1, description="detections below this score are dropped")
+    nms_iou: float = Field(0.6, gt=0, le=1, description="per-class NMS IoU (GLIP: 0.6)")
+    max_detections: int = Field(100, ge=1, description="per image (COCO: 100)")
+
+
+class GLIPParams(Section):
+    text: Literal["world"] = Field("world", description="the pretrain stage's BERT, frozen (GLIP fine-tunes BERT-base)")
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    eval: EvalParams = EvalParams()
+    examples: int = Field(6, ge=0, description="det test images whose detections each run keeps for the figures")
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {"deep": {}}, description="variant name -> dotted overrides of this section"
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _variants_valid(self) -> GLIPParams:
+        for name in self.variants:
+            self.variant(name)
+        return self
+
+    def variant(self, name: str) -> GLIPParams:
+        """This section with the overrides of variant ``name`` applied (and validated)."""
+        if name not in self.variants:
+            raise ConfigError(f"glip.variants: no variant {name!r}; defined: {', '.join(self.variants)}")
+        return with_overrides(self, self.variants[name], f"glip.variants.{name}")
+
+
+Params = GLIPParams  # this package's params.yaml section (vlrepro.config finds it by the package name)

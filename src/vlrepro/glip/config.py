@@ -39,7 +39,7 @@ class TrainParams(Section):
     lr: float = Field(1e-3, gt=0, description="the GLIP head (paper 1e-4 at batch 64 for 30 epochs)")
     weight_decay: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(100, ge=0)
-    radius: float = Field(1.5, gt=0, description="centre sampling: positive cells lie this many cells from a box centre")
+    radius: float = Field(1.5, gt=0, description="centre sampling: max cells from a box centre to a positive cell")
     box_weight: float = Field(2.0, ge=0, description="GIoU loss weight (GLIP: 2)")
     max_prompt_tokens: int = Field(40, ge=4, description="token budget of a training prompt ([CLS]/[SEP] included)")
     eval_every: int = Field(0, ge=0, description="steps between learning-curve points (det val AP50); 0 = the end")

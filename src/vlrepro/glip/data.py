@@ -78,7 +78,7 @@ class GroundingSamples(torch.utils.data.Dataset):
             text, boxes, spans = prompt.text, [b for b, _ in kept], [[span_of[c]] for _, c in kept]
         else:
             text, (boxes, spans) = record.text, grounding_target(record)
-        image = images_to_tensor(np.asarray(split.images[int(record.image)]))
+        image = images_to_tensor(np.array(split.images[int(record.image)]))  # a copy: the split is read-only
         return image, text, torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), spans
 
     def collate(self, items: list[tuple[Tensor, str, Tensor, Spans]]) -> dict[str, Any]:
@@ -102,7 +102,7 @@ def coco_ground_truth(split: Split, category_ids: Sequence[int], images: Sequenc
         image = int(r.image)
         if chosen is not None and image not in chosen:
             continue
-        docs_images[image] = {"id": image, "width": int(r.width), "height": int(r.height)}
+        docs_images[image] = {"id": image, "file_name": r.image_id, "width": int(r.width), "height": int(r.height)}
         for (x1, y1, x2, y2), c in zip(r.boxes, r.labels, strict=True):
             if c in wanted:
                 w, h = x2 - x1, y2 - y1

@@ -80,3 +80,50 @@ class GLIPHead(nn.Module):
         boxes = torch.cat([centres - d[..., :2], centres + d[..., 2:]], -1)
         return GLIPOutput(logits.masked_fill(text_padding[:, None, :], float("-inf")), boxes,
                           self.centerness(feat).squeeze(-1))  # fmt: skip
+
+
+class GLIP(nn.Module):
+    """The world GLIP: a frozen CNN whose stage maps, resized to one grid of ``grid_stride`` px cells and
+    concatenated, are the visual tokens; a frozen BERT over the prompt; and the trained ``GLIPHead``.
+
+    ``forward(images, input_ids, attention_mask) -> GLIPOutput`` (boxes in grid cells). With
+    ``prompt_tuning()`` only a zero-initialised offset on the BERT's token features trains (GLIP's prompt
+    tuning); every other weight stays as it is.
+    """
+
+    def __init__(self, cnn: nn.Module, text: nn.Module, head: GLIPHead, grid_stride: int):
+        super().__init__()
+        self.cnn, self.text, self.head, self.grid_stride = cnn, text, head, grid_stride
+        self.cnn.requires_grad_(False)
+        self.text.requires_grad_(False)
+        self.prompt_offset: nn.Parameter | None = None
+
+    def train(self, mode: bool = True) -> GLIP:
+        super().train(mode)
+        self.cnn.eval()  # frozen: batch-norm statistics stay the pre-trained ones
+        self.text.eval()
+        return self
+
+    def prompt_tuning(self, max_len: int) -> nn.Parameter:
+        """Freeze everything and add the trainable text-feature offset ``(max_len, text_dim)``, zero at start."""
+        self.requires_grad_(False)
+        self.prompt_offset = nn.Parameter(torch.zeros(max_len, self.head.config.text_dim))
+        return self.prompt_offset
+
+    def visual_tokens(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """``(B, h*w, sum of stage channels)`` and the grid ``(h, w)``: finer maps are average-pooled to the
+        grid, coarser ones bilinearly upsampled."""
+        h, w = images.shape[-2] // self.grid_stride, images.shape[-1] // self.grid_stride
+        maps = [
+            F.adaptive_avg_pool2d(m, (h, w)) if m.shape[-2] >= h else F.interpolate(m, (h, w), mode="bilinear")
+            for m in self.cnn(images)
+        ]
+        return torch.cat(maps, 1).flatten(2).transpose(1, 2), (h, w)
+
+    def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> GLIPOutput:
+        with torch.no_grad():
+            visual, grid = self.visual_tokens(images)
+            words = self.text(input_ids, attention_mask)
+        if self.prompt_offset is not None:
+            words = words + self.prompt_offset[: words.shape[1]]
+        return self.head(visual, grid, words, attention_mask == 0)

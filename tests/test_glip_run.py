@@ -2,6 +2,7 @@
 a known output decodes to, and that prompt tuning trains nothing but its offset."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,14 +10,15 @@ import pytest
 import torch
 from torch import nn
 
-from vlrepro.data.records import load_split
+from vlrepro.data.records import Phrase, Record, Split, load_split
 from vlrepro.data.world.config import WorldConfig
 from vlrepro.data.world.suite import build_suite
 from vlrepro.glip.config import EvalParams, GLIPParams
 from vlrepro.glip.data import GroundingSamples, base_ids, category_names, coco_ground_truth, novel_ids
 from vlrepro.glip.evaluate import detect
 from vlrepro.glip.model import GLIP, GLIPConfig, GLIPHead, GLIPOutput
-from vlrepro.glip.prompts import join_classes
+from vlrepro.glip.prompts import join_classes, span_map
+from vlrepro.glip.pseudo import noun_phrases, pseudo_label
 from vlrepro.models.backbones import CNNBackbone, CNNConfig
 from vlrepro.models.text import TextConfig, TextEncoder, train_wordpiece
 
@@ -151,3 +153,28 @@ def test_variants_are_validated_overrides():
     with pytest.raises(ValueError, match="not a key"):
         GLIPParams(variants={"bad": {"model.depth": 3}})
     assert json.loads(GLIPParams().model_dump_json())["train"]["sets"] == ["det"]
+
+
+def test_noun_phrases_chunk_modifiers_up_to_a_shape_noun():
+    text = "there are six shapes, among them a little solid ring, two yellow triangles and a disc on a grey floor."
+    assert [text[a:b] for a, b in noun_phrases(text)] == ["little solid ring", "two yellow triangles", "disc"]
+    assert noun_phrases("a plain dark background with nothing.") == []
+
+
+def test_pseudo_labels_keep_confident_boxes_per_phrase(tok):
+    text = "a red circle and two squares on grass."
+    phrases = noun_phrases(text)  # "red circle", "two squares"
+    length = 12
+    maps = span_map(tok, text, [[s] for s in phrases], length)
+    logits = torch.full((1, 3, length), -20.0)
+    logits[0, 0, maps[0]] = 3.0  # cell 0: the circle, confident
+    logits[0, 2, maps[1]] = -2.0  # cell 2: a square, not confident: sqrt(sigmoid(-2) × 1) = 0.34
+    boxes = torch.tensor([[[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 3.0], [2.0, 2.0, 4.0, 4.0]]])
+    teacher = _Fixed(GLIPOutput(logits, boxes, torch.full((1, 3), 20.0)))
+    record = Record(image_id="captions/train/0", image=0, width=16, height=16, text=text)
+    captions = Split([record, replace(record, text="grass.")], images=np.zeros((1, 16, 16, 3), np.uint8), meta={})
+    out = pseudo_label(teacher, captions, tok, length, threshold=0.5)
+    assert len(out.records) == 1  # "grass." names no shape
+    r = out.records[0]
+    assert r.text == text and r.boxes == ((0.0, 0.0, 8.0, 8.0),)  # pixels; the square's score is below 0.5
+    assert r.phrases == (Phrase(*phrases[0], (0,)),)

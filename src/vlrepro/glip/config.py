@@ -23,12 +23,15 @@ class ModelParams(Section):
     align_dim: int = Field(64, ge=8, description="width of the alignment space of S = O·Pᵀ")
     fusion_layers: int = Field(2, ge=0, description="X-MHA deep-fusion layers; 0 = late fusion (GLIP-T(A))")
     num_heads: int = Field(4, ge=1)
+    tower_layers: int = Field(2, ge=0, description="3x3 conv layers (GroupNorm, GELU) before the prediction layers")
     prior_prob: float = Field(0.01, gt=0, lt=1, description="initial match probability of every (cell, token)")
 
     @model_validator(mode="after")
     def _heads(self) -> ModelParams:
         if self.dim % self.num_heads:
             raise ValueError(f"dim = {self.dim} is not divisible by num_heads = {self.num_heads}")
+        if self.tower_layers and self.dim % 8:
+            raise ValueError(f"dim = {self.dim}: the tower's GroupNorm needs a multiple of 8")
         return self
 
 

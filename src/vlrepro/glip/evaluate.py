@@ -39,6 +39,11 @@ def _scores(out: GLIPOutput, maps: Tensor) -> Tensor:
     return (class_scores(probs, maps) * out.centerness.sigmoid()[..., None]).sqrt()
 
 
+def phrase_scores(out: GLIPOutput, i: int, maps: Tensor) -> Tensor:
+    """``(N, P)``: image ``i``'s cell scores for the ``maps`` (P, L) of its own text's phrases."""
+    return _scores(GLIPOutput(out.logits[i : i + 1], out.boxes[i : i + 1], out.centerness[i : i + 1]), maps)[0]
+
+
 @torch.no_grad()
 def detect(
     model: GLIP, images: np.ndarray, prompt: Prompt, tokenizer: Tokenizer, p: EvalParams, max_len: int,
@@ -116,8 +121,7 @@ def grounding_recall(
             length = enc["input_ids"].shape[1]
             for i, r in enumerate(chunk):
                 maps = span_map(tokenizer, r.text, [[(ph.start, ph.end)] for ph in r.phrases], length)
-                scores = _scores(GLIPOutput(out.logits[i : i + 1], out.boxes[i : i + 1],
-                                            out.centerness[i : i + 1]), maps)[0]  # fmt: skip
+                scores = phrase_scores(out, i, maps)
                 for j, ph in enumerate(r.phrases):
                     gt = torch.tensor([r.boxes[b] for b in ph.box_ids], dtype=torch.float32)
                     merged = torch.cat([gt[:, :2].min(0).values, gt[:, 2:].max(0).values])[None]

@@ -33,6 +33,7 @@ class GLIPConfig:
     align_dim: int = 64  # width of the alignment space
     fusion_layers: int = 2  # X-MHA layers; 0 = late fusion (GLIP-T(A))
     num_heads: int = 4
+    tower_layers: int = 2  # 3x3 conv layers between fusion and the prediction layers
     prior_prob: float = 0.01  # initial match probability of every (cell, token)
 
 
@@ -52,7 +53,10 @@ class GLIPHead(nn.Module):
         self.fusion = nn.ModuleList(
             BiFusionLayer(cfg.dim, cfg.dim, cfg.dim, cfg.num_heads, scale) for _ in range(cfg.fusion_layers)
         )
-        self.tower = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, cfg.dim), nn.GELU())
+        layers: list[nn.Module] = []
+        for _ in range(cfg.tower_layers):  # FCOS/DyHead-style: 3x3 convolutions give a cell its neighbours
+            layers += [nn.Conv2d(cfg.dim, cfg.dim, 3, padding=1), nn.GroupNorm(8, cfg.dim), nn.GELU()]
+        self.tower = nn.Sequential(*layers)
         self.box = nn.Linear(cfg.dim, 4)
         self.centerness = nn.Linear(cfg.dim, 1)
         self.align_visual, self.align_text = nn.Linear(cfg.dim, cfg.align_dim), nn.Linear(cfg.dim, cfg.align_dim)
@@ -68,11 +72,12 @@ class GLIPHead(nn.Module):
         o, p = self.visual_in(visual), self.text_in(text)
         for layer in self.fusion:
             o, p = layer(o, p, text_padding)
-        feat = self.tower(o)
+        h, w = grid
+        b = o.shape[0]
+        feat = self.tower(o.transpose(1, 2).reshape(b, -1, h, w)).flatten(2).transpose(1, 2)
         p_norm = F.normalize(p, dim=-1)
         logits = self.align_visual(feat) @ self.align_text(p_norm).transpose(1, 2) / self.log_scale.exp()
         logits = logits + self.token_bias(p_norm).transpose(1, 2) + self.prior_bias
-        h, w = grid
         ys, xs = torch.meshgrid(torch.arange(h, device=visual.device), torch.arange(w, device=visual.device),
                                 indexing="ij")  # fmt: skip
         centres = torch.stack([xs.flatten(), ys.flatten()], -1).to(feat.dtype) + 0.5  # (N, 2) in grid units

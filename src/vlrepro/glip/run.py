@@ -39,7 +39,7 @@ def build_model(p: GLIPParams, pretrain_dir: Path) -> tuple[GLIP, Tokenizer]:
     m = p.model
     head = GLIPHead(GLIPConfig(
         visual_dim=sum(cnn.channels), text_dim=text.hidden_size, dim=m.dim, align_dim=m.align_dim,
-        fusion_layers=m.fusion_layers, num_heads=m.num_heads, prior_prob=m.prior_prob,
+        fusion_layers=m.fusion_layers, num_heads=m.num_heads, tower_layers=m.tower_layers, prior_prob=m.prior_prob,
     ))  # fmt: skip
     return GLIP(cnn, text, head, m.grid_stride), text.tokenizer
 

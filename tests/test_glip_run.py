@@ -79,6 +79,17 @@ def test_grounding_samples_mark_every_phrase_of_a_box(world, tok):
         assert sorted(s) == sorted((ph.start, ph.end) for ph in record.phrases if b in ph.box_ids)
 
 
+
+def test_detection_images_are_repeated_to_their_share_of_a_mixed_set(world, tok):
+    det, flickr = load_split(world / "det" / "train"), load_split(world / "flickr" / "train")
+    n_det, n_ground = len(det.records), sum(bool(r.phrases) for r in flickr.records)
+    for share in (0.5, 0.8):
+        index = GroundingSamples([det, flickr], tok, 40, detection_share=share).index
+        repeat = max(1, round(share / (1 - share) * n_ground / n_det))
+        assert len(index) == repeat * n_det + n_ground
+        assert sum(k == 0 for k, _ in index) == repeat * n_det
+    assert len(GroundingSamples([det], tok, 40, detection_share=0.5).index) == n_det  # nothing to balance
+
 def test_coco_ground_truth_splits_base_and_novel(world):
     det = load_split(world / "det" / "test")
     base, novel = coco_ground_truth(det, base_ids(det)), coco_ground_truth(det, novel_ids(det))

@@ -15,6 +15,7 @@ from vlrepro.config import ConfigError, Section, with_overrides
 
 DETECTION_SETS = ("det",)
 GROUNDING_SETS = ("flickr", "vg")
+CAPTION_SETS = ("captions",)  # pseudo-labelled by a teacher run (``pseudo``)
 
 
 class ModelParams(Section):
@@ -37,6 +38,9 @@ class ModelParams(Section):
 
 class TrainParams(Section):
     sets: tuple[str, ...] = Field(DETECTION_SETS, description="world sets: det (base classes) and grounding sets")
+    detection_share: float = Field(
+        0.5, gt=0, le=1, description="share of detection samples when grounding sets are mixed in (det repeated)"
+    )  # fmt: skip
     steps: int = Field(2000, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0, description="the GLIP head (paper 1e-4 at batch 64 for 30 epochs)")
@@ -51,10 +55,16 @@ class TrainParams(Section):
     @field_validator("sets")
     @classmethod
     def _sets(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        known = DETECTION_SETS + GROUNDING_SETS
+        known = DETECTION_SETS + GROUNDING_SETS + CAPTION_SETS
         if not v or any(s not in known for s in v):
             raise ValueError(f"must list sets from: {', '.join(known)}")
         return v
+
+
+class PseudoParams(Section):
+    teacher: str = Field("deep_gold", description="the variant whose run of the same seed labels the captions")
+    threshold: float = Field(0.5, gt=0, lt=1, description="a phrase keeps the teacher's boxes scoring at least this")
+    images: int = Field(3000, ge=1, description="captions/train images pseudo-labelled (first caption of each)")
 
 
 class EvalParams(Section):
@@ -67,6 +77,7 @@ class GLIPParams(Section):
     text: Literal["world"] = Field("world", description="the pretrain stage's BERT, frozen (GLIP fine-tunes BERT-base)")
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
+    pseudo: PseudoParams = PseudoParams()
     eval: EvalParams = EvalParams()
     examples: int = Field(6, ge=0, description="det test images whose detections each run keeps for the figures")
     variants: dict[str, dict[str, Any]] = Field(
@@ -76,7 +87,9 @@ class GLIPParams(Section):
     @model_validator(mode="after")
     def _variants_valid(self) -> GLIPParams:
         for name in self.variants:
-            self.variant(name)
+            v = self.variant(name)
+            if "captions" in v.train.sets and "captions" in self.variant(v.pseudo.teacher).train.sets:
+                raise ValueError(f"glip.variants.{name}: its teacher {v.pseudo.teacher!r} trains on captions too")
         return self
 
     def variant(self, name: str) -> GLIPParams:

@@ -55,13 +55,20 @@ def grounding_target(record: Record) -> tuple[list[tuple[float, ...]], Spans]:
 class GroundingSamples(torch.utils.data.Dataset):
     """``(image, text, boxes, spans)`` items from detection and grounding splits (see the module docstring)."""
 
-    def __init__(self, splits: Sequence[Split], tokenizer: Tokenizer, max_tokens: int):
+    def __init__(self, splits: Sequence[Split], tokenizer: Tokenizer, max_tokens: int, detection_share: float = 0.5):
+        """``detection_share``: when detection and grounding splits are mixed, the detection images are repeated
+        so that about this share of the samples are detection prompts (the grounding sets are larger)."""
         self.splits, self.tokenizer, self.max_tokens = list(splits), tokenizer, max_tokens
-        self.index: list[tuple[int, int]] = []
+        detection, grounding = [], []
         for k, split in enumerate(self.splits):
-            detection = "base_category_ids" in split.meta
-            keep = range(len(split.records)) if detection else [i for i, r in enumerate(split.records) if r.phrases]
-            self.index += [(k, i) for i in keep]
+            if "base_category_ids" in split.meta:
+                detection += [(k, i) for i in range(len(split.records))]
+            else:
+                grounding += [(k, i) for i, r in enumerate(split.records) if r.phrases]
+        repeat = 1
+        if detection and grounding and 0 < detection_share < 1:
+            repeat = max(1, round(detection_share / (1 - detection_share) * len(grounding) / len(detection)))
+        self.index: list[tuple[int, int]] = detection * repeat + grounding
 
     def __len__(self) -> int:
         return len(self.index)

@@ -8,13 +8,16 @@ stage's CNN and BERT (both frozen), trains the head on the variant's sets and re
 - ``det_shuffled``: the trained model prompted with the class names shuffled among the classes (the
   control of zero-shot novel AP: a detector that reads the names must lose it);
 - ``flickr``: phrase-grounding R@1/5/10 on flickr/test.
+
+A variant that trains on ``captions`` (GLIP-T, the student) first has the run of its teacher variant with the
+same seed (``pseudo.teacher``, saved by ``save_head`` in ``teacher_dir``) box the captions' noun phrases.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +25,18 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from vlrepro.data.records import load_split
+from vlrepro.data.records import Split, load_split
 from vlrepro.glip.config import GLIPParams
 from vlrepro.glip.data import GroundingSamples, category_names
 from vlrepro.glip.evaluate import detect, detection_ap, grounding_recall
 from vlrepro.glip.loss import assign, glip_loss
 from vlrepro.glip.model import GLIP, GLIPConfig, GLIPHead
 from vlrepro.glip.prompts import join_classes
+from vlrepro.glip.pseudo import pseudo_label
+from vlrepro.io import atomic_path
 from vlrepro.train import TrainConfig, fit
+
+HEAD_FILE = "head.safetensors"
 
 
 def build_model(p: GLIPParams, pretrain_dir: Path) -> tuple[GLIP, Tokenizer]:
@@ -42,6 +49,36 @@ def build_model(p: GLIPParams, pretrain_dir: Path) -> tuple[GLIP, Tokenizer]:
         fusion_layers=m.fusion_layers, num_heads=m.num_heads, tower_layers=m.tower_layers, prior_prob=m.prior_prob,
     ))  # fmt: skip
     return GLIP(cnn, text, head, m.grid_stride), text.tokenizer
+
+
+def save_head(model: GLIP, path: Path) -> None:
+    """The trained head's weights (the encoders are the pretrain stage's, frozen)."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file(model.head.state_dict(), str(tmp))
+
+
+def load_teacher(p: GLIPParams, teacher_dir: Path, pretrain_dir: Path) -> tuple[GLIP, Tokenizer]:
+    from safetensors.torch import load_file
+
+    path = Path(teacher_dir) / HEAD_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no teacher run; run the {p.pseudo.teacher!r} variant of this seed first")
+    model, tokenizer = build_model(p.variant(p.pseudo.teacher), pretrain_dir)
+    model.head.load_state_dict(load_file(str(path)))
+    return model.eval(), tokenizer
+
+
+def first_captions(split: Split, images: int) -> Split:
+    """One caption per image (the first) of the first ``images`` images."""
+    seen: set[int] = set()
+    records = []
+    for r in split.records:
+        if int(r.image) < images and int(r.image) not in seen:
+            seen.add(int(r.image))
+            records.append(r)
+    return replace(split, records=records)
 
 
 def loss_fn(p: GLIPParams):
@@ -70,13 +107,16 @@ def train_config(p: GLIPParams, seed: int) -> TrainConfig:
 
 @dataclass
 class RunResult:
+    model: GLIP
     metrics: dict[str, Any]
     examples: list[dict[str, Any]]  # det test images: ground truth and detections above 0.3
     history: list[dict[str, float]]
     seconds: float
 
 
-def train_and_evaluate(p: GLIPParams, variant: str, seed: int, data_dir: Path, pretrain_dir: Path) -> RunResult:
+def train_and_evaluate(
+    p: GLIPParams, variant: str, seed: int, data_dir: Path, pretrain_dir: Path, teacher_dir: Path | None = None
+) -> RunResult:
     t0 = time.perf_counter()
     v = p.variant(variant)
     data_dir = Path(data_dir)
@@ -85,7 +125,14 @@ def train_and_evaluate(p: GLIPParams, variant: str, seed: int, data_dir: Path, p
     max_len = v.train.max_prompt_tokens
     det_test, flickr_test = load_split(data_dir / "det" / "test"), load_split(data_dir / "flickr" / "test")
     untrained = detection_ap(model, det_test, tokenizer, v.eval, max_len)
-    train = GroundingSamples([load_split(data_dir / s / "train") for s in v.train.sets], tokenizer, max_len)
+    splits = [load_split(data_dir / s / "train") for s in v.train.sets if s != "captions"]
+    if "captions" in v.train.sets:
+        if teacher_dir is None:
+            raise ValueError(f"glip variant {variant!r} trains on pseudo-labelled captions: give teacher_dir")
+        teacher, _ = load_teacher(p, teacher_dir, pretrain_dir)
+        captions = first_captions(load_split(data_dir / "captions" / "train"), v.pseudo.images)
+        splits.append(pseudo_label(teacher, captions, tokenizer, max_len, v.pseudo.threshold))
+    train = GroundingSamples(splits, tokenizer, max_len, v.train.detection_share)
     curve_images = sorted({int(r.image) for r in det_test.records})[: v.train.curve_images]
 
     def learning_curve(m: GLIP) -> dict[str, float]:
@@ -115,4 +162,4 @@ def train_and_evaluate(p: GLIPParams, variant: str, seed: int, data_dir: Path, p
                         for d in dets if d["image_id"] == i and d["score"] >= 0.3]}
         for i, r in ((int(r.image), r) for r in det_test.records if int(r.image) in ids)
     ]  # fmt: skip
-    return RunResult(metrics, examples, result.history, time.perf_counter() - t0)
+    return RunResult(model, metrics, examples, result.history, time.perf_counter() - t0)

@@ -189,3 +189,10 @@ def test_pseudo_labels_keep_confident_boxes_per_phrase(tok):
     r = out.records[0]
     assert r.text == text and r.boxes == ((0.0, 0.0, 8.0, 8.0),)  # pixels; the square's score is below 0.5
     assert r.phrases == (Phrase(*phrases[0], (0,)),)
+
+
+def test_real_source_stops_naming_what_is_missing(tmp_path):
+    from vlrepro.glip.run import train_and_evaluate
+
+    with pytest.raises(NotImplementedError, match="coco_instances.*flickr30k_entities"):
+        train_and_evaluate(GLIPParams(source="real"), "deep", 0, tmp_path, tmp_path)

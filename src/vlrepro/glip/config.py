@@ -74,6 +74,9 @@ class EvalParams(Section):
 
 
 class GLIPParams(Section):
+    source: Literal["world", "real"] = Field(
+        "world", description="world: embedded benchmark; real: COCO, Flickr30k Entities, ODinW (not implemented yet)"
+    )  # fmt: skip
     text: Literal["world"] = Field("world", description="the pretrain stage's BERT, frozen (GLIP fine-tunes BERT-base)")
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()

@@ -114,10 +114,21 @@ class RunResult:
     seconds: float
 
 
+def check_source(p: GLIPParams) -> None:
+    if p.source == "real":
+        raise NotImplementedError(
+            "glip.source = 'real': the GLIP stages read only the embedded world so far. Real data would need "
+            "data.real.coco_instances and coco_images (detection, base/novel split of the COCO classes), "
+            "data.real.flickr30k_entities and flickr30k_images (grounding), Visual Genome regions, and file-backed "
+            "image loading at the backbone's input size, which these stages do not implement yet; use source: world"
+        )
+
+
 def train_and_evaluate(
     p: GLIPParams, variant: str, seed: int, data_dir: Path, pretrain_dir: Path, teacher_dir: Path | None = None
 ) -> RunResult:
     t0 = time.perf_counter()
+    check_source(p)
     v = p.variant(variant)
     data_dir = Path(data_dir)
     torch.manual_seed(seed)

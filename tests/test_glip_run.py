@@ -2,6 +2,7 @@
 a known output decodes to, and that prompt tuning trains nothing but its offset."""
 
 import json
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from vlrepro.glip.evaluate import detect
 from vlrepro.glip.model import GLIP, GLIPConfig, GLIPHead, GLIPOutput
 from vlrepro.glip.prompts import join_classes, span_map
 from vlrepro.glip.pseudo import noun_phrases, pseudo_label
+from vlrepro.glip.transfer import FixedPrompt, k_shot_images
 from vlrepro.models.backbones import CNNBackbone, CNNConfig
 from vlrepro.models.text import TextConfig, TextEncoder, train_wordpiece
 
@@ -196,3 +198,20 @@ def test_real_source_stops_naming_what_is_missing(tmp_path):
 
     with pytest.raises(NotImplementedError, match="coco_instances.*flickr30k_entities"):
         train_and_evaluate(GLIPParams(source="real"), "deep", 0, tmp_path, tmp_path)
+
+
+def test_k_shot_images_give_every_class_k_boxes_and_fixed_prompts_name_them(world, tok):
+    odinw = load_split(world / "odinw" / "train")
+    classes = {c["id"] for c in odinw.meta["categories"]}
+    for k in (1, 2):
+        chosen = k_shot_images(odinw, k)
+        counts = Counter(c for i in chosen for c in odinw.records[i].labels)
+        assert all(counts[c] >= k for c in classes)
+        assert chosen == list(range(len(chosen)))  # the first images, in order: nested as k grows
+        last = Counter(c for i in chosen[:-1] for c in odinw.records[i].labels)
+        assert any(last[c] < k for c in classes)  # no image more than needed
+    samples = FixedPrompt([odinw], tok, 40)
+    _, text, boxes, spans = samples[0]
+    names = category_names(odinw)
+    assert text == ". ".join(names) + "."
+    assert [text[a:b] for [(a, b)] in spans] == [names[c] for c in odinw.records[0].labels] and len(boxes) == len(spans)

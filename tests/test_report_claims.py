@@ -53,6 +53,19 @@ def test_p_value_matches_textbook_formula(a, b):
     )
 
 
+
+def test_margin_makes_a_non_inferiority_claim():
+    ours, ref = [0.60, 0.62, 0.58], [0.64, 0.66, 0.65]  # ours is below the reference, within 10 % of it
+    plain = decide(ours, ref, higher_is_better=True, alpha=0.05, ours_seeds=[0, 1, 2], reference_seeds=[0, 1, 2])
+    assert plain.verdict == NOT_REPRODUCED
+    r = decide(ours, ref, True, 0.05, [0, 1, 2], [0, 1, 2], margin=0.2)  # bar: 0.8 × reference = 0.52
+    bar = [0.8 * x for x in ref]
+    assert r.p_value == pytest.approx(stats.ttest_rel(ours, bar, alternative="greater").pvalue, rel=1e-9)
+    assert r.verdict == REPRODUCED and "0.8 × reference" in r.test
+    assert (r.reference_mean, r.ours_mean) == pytest.approx((0.65, 0.60))  # the reference as measured
+    lower = decide([1.05, 1.04, 1.06], [1.0, 1.0, 1.0], higher_is_better=False, alpha=0.05, margin=0.1)
+    assert lower.verdict == REPRODUCED and "1.1 × reference" in lower.test  # ≤ 10 % slower counts
+
 def test_reproduced():
     r = decide([0.80, 0.82, 0.84], [0.70, 0.71, 0.72], higher_is_better=True, alpha=0.05)
     assert r.verdict == REPRODUCED and r.p_value < 0.01

@@ -6,6 +6,10 @@ A run writes
   flickr/test R@k (DVC metrics; the report's tables, claims ledger and gates read these);
 - ``reports/runs/glip/<variant>-<seed>/run.json`` (detections on a few det/test images) and ``history.json``;
 - ``runs/glip/<variant>-<seed>/head.safetensors``: the trained head, the teacher of the student variant.
+
+``python -m vlrepro.glip transfer --seed 0`` (stage ``glip_transfer@<seed>``) transfers that seed's
+``transfer.start`` run to world odinw, k-shot, by full fine-tuning and by prompt tuning
+(``vlrepro.glip.transfer``), and writes ``reports/metrics/glip/{fine_tuning,prompt_tuning}-<seed>.json``.
 """
 
 from __future__ import annotations
@@ -17,22 +21,30 @@ from pathlib import Path
 from vlrepro.config import ConfigError, find_params_file, load_params
 from vlrepro.io import write_json, write_metrics
 
+MODES = ("fine_tuning", "prompt_tuning")  # the transfer runs' variants (vlrepro.glip.transfer.MODES)
+
 RUNS_DIR = Path("runs") / "glip"
 
 
-def claims(variants: list[str]) -> list[dict]:
-    """The card's claims this variant set can decide (see report.claims)."""
+def claims(variants: list[str], shots: tuple[int, ...]) -> list[dict]:
+    """The card's claims this variant set can decide (see report.claims); ``fine_tuning`` and
+    ``prompt_tuning`` are the transfer runs' two variants."""
     rows = []
+    variants = [*variants, *MODES]
 
-    def add(claim: str, variant: str, reference: str, metric: str) -> None:
+    def add(claim: str, variant: str, reference: str, metric: str, margin: float = 0.0) -> None:
         if variant in variants and reference in variants:
             rows.append({"paper": "GLIP", "claim": claim, "metric": metric, "variant": variant,
-                         "reference_variant": reference, "higher_is_better": True})  # fmt: skip
+                         "reference_variant": reference, "higher_is_better": True}
+                        | ({"margin": margin} if margin else {}))  # fmt: skip
 
     add("deep fusion beats late fusion", "deep", "late", "det.all.AP")
     add("grounding data improves detection", "deep_gold", "deep", "det.all.AP")
     add("grounding data improves detection of novel concepts", "deep_gold", "deep", "det.novel.AP")
     add("the self-trained student beats its teacher", "student", "deep_gold", "det.all.AP")
+    for k in shots:
+        add(f"prompt tuning approaches full fine-tuning ({k}-shot, within 10 %)", "prompt_tuning", "fine_tuning",
+            f"odinw.k{k}.AP", margin=0.1)
     return rows
 
 
@@ -44,17 +56,27 @@ def gates(variant: str, bar: float = 0.6, times: float = 3.0) -> list[dict]:
     return [row | {"rule": "min", "margin": bar}, row | {"rule": "times", "margin": times}]
 
 
+def transfer_gates(mode: str, shots: int, gain: float = 0.05) -> list[dict]:
+    """A transfer learned the new domain when its k-shot odinw AP50 beats the model it started from
+    (zero-shot) by ``gain``."""
+    return [{"paper": "GLIP", "variant": mode, "metric": f"odinw.k{shots}.AP50",
+             "control": "zero-shot, before transfer", "control_metric": "odinw.zero_shot.AP50", "rule": "plus",
+             "margin": gain}]  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train and evaluate one variant with one seed")
     run.add_argument("--variant", required=True)
     run.add_argument("--seed", type=int, required=True)
+    transfer = sub.add_parser("transfer", help="k-shot odinw transfer of one seed's transfer.start run")
+    transfer.add_argument("--seed", type=int, required=True)
     args = ap.parse_args(argv)
     try:
         params_file = find_params_file()
         p = load_params(params_file, sections=["glip"]).glip
-        v = p.variant(args.variant)
+        v = p.variant(args.variant if args.command == "run" else p.transfer.start)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -64,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)  # as the SMCIM runs: two single-thread runs at once use both cores best
     root = params_file.parent
+    if args.command == "transfer":
+        return _transfer(p, args.seed, root)
     name = f"{args.variant}-{args.seed}"
     teacher = root / RUNS_DIR / f"{v.pseudo.teacher}-{args.seed}" if "captions" in v.train.sets else None
     data, pretrained = root / "data" / "world", root / "checkpoints" / "pretrain"
@@ -73,11 +97,33 @@ def main(argv: list[str] | None = None) -> int:
     write_json(runs / "run.json", {"examples": result.examples})
     write_json(runs / "history.json", result.history)
     write_metrics(root / "reports" / "metrics" / "glip" / f"{name}.json", "glip", result.metrics,
-                  variant=args.variant, seed=args.seed, claims=claims(list(p.variants)),
+                  variant=args.variant, seed=args.seed, claims=claims(list(p.variants), p.transfer.shots),
                   gates=gates(args.variant))  # fmt: skip
     det = result.metrics["det"]
     print(f"glip {name}: det/test AP50 base {det['base']['AP50']:.3f}, novel {det['novel']['AP50']:.3f}, "
           f"flickr R@1 {result.metrics['flickr']['R@1']:.3f} in {result.seconds:.0f} s")  # fmt: skip
+    return 0
+
+
+def _transfer(p, seed: int, root: Path) -> int:
+    from vlrepro.data.records import load_split
+    from vlrepro.glip.run import load_run, loss_fn
+    from vlrepro.glip.transfer import transfer_all
+
+    start = p.transfer.start
+    v = p.variant(start)
+    model, tokenizer = load_run(p, start, root / RUNS_DIR / f"{start}-{seed}", root / "checkpoints" / "pretrain")
+    odinw = root / "data" / "world" / "odinw"
+    out = transfer_all(model, tokenizer, p, load_split(odinw / "train"), load_split(odinw / "test"), seed, loss_fn(v),
+                       v.train.max_prompt_tokens)  # fmt: skip
+    for mode in MODES:
+        metrics = {"odinw": {"zero_shot": out["zero_shot"], **{f"k{k}": out[f"k{k}"][mode] for k in p.transfer.shots}}}
+        write_metrics(root / "reports" / "metrics" / "glip" / f"{mode}-{seed}.json", "glip", metrics, variant=mode,
+                      seed=seed, claims=claims(list(p.variants), p.transfer.shots),
+                      gates=[g for k in p.transfer.shots for g in transfer_gates(mode, k)])  # fmt: skip
+        print(f"glip transfer {mode}-{seed}: odinw AP " + ", ".join(
+            f"{k}-shot {out[f'k{k}'][mode]['AP']:.3f}" for k in p.transfer.shots) +
+            f" (zero-shot {out['zero_shot']['AP']:.3f})")  # fmt: skip
     return 0
 
 

@@ -44,6 +44,7 @@ class TrainParams(Section):
     steps: int = Field(2000, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0, description="the GLIP head (paper 1e-4 at batch 64 for 30 epochs)")
+    cnn_lr: float = Field(0.0, ge=0, description="0: the world CNN frozen; > 0: fine-tuned at this lr (GLIP trains it)")
     weight_decay: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(100, ge=0)
     radius: float = Field(1.5, gt=0, description="centre sampling: max cells from a box centre to a positive cell")
@@ -67,6 +68,15 @@ class PseudoParams(Section):
     images: int = Field(3000, ge=1, description="captions/train images pseudo-labelled (first caption of each)")
 
 
+class TransferParams(Section):
+    start: str = Field("deep_gold", description="the variant whose run of each seed is transferred")
+    shots: tuple[int, ...] = Field((2, 10), description="k of the k-shot training sets (every class >= k boxes)")
+    steps: int = Field(200, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-3, gt=0, description="full fine-tuning")
+    prompt_lr: float = Field(1e-2, gt=0, description="prompt tuning (only the text-feature offset trains)")
+
+
 class EvalParams(Section):
     score_threshold: float = Field(0.05, ge=0, lt=1, description="detections below this score are dropped")
     nms_iou: float = Field(0.6, gt=0, le=1, description="per-class NMS IoU (GLIP: 0.6)")
@@ -81,6 +91,7 @@ class GLIPParams(Section):
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
     pseudo: PseudoParams = PseudoParams()
+    transfer: TransferParams = TransferParams()
     eval: EvalParams = EvalParams()
     examples: int = Field(6, ge=0, description="det test images whose detections each run keeps for the figures")
     variants: dict[str, dict[str, Any]] = Field(

@@ -88,24 +88,25 @@ class GLIPHead(nn.Module):
 
 
 class GLIP(nn.Module):
-    """The world GLIP: a frozen CNN whose stage maps, resized to one grid of ``grid_stride`` px cells and
-    concatenated, are the visual tokens; a frozen BERT over the prompt; and the trained ``GLIPHead``.
+    """The world GLIP: a CNN (frozen unless ``train_cnn``) whose stage maps, resized to one grid of
+    ``grid_stride`` px cells and concatenated, are the visual tokens; a frozen BERT over the prompt; and the
+    trained ``GLIPHead``.
 
     ``forward(images, input_ids, attention_mask) -> GLIPOutput`` (boxes in grid cells). With
     ``prompt_tuning()`` only a zero-initialised offset on the BERT's token features trains (GLIP's prompt
     tuning); every other weight stays as it is.
     """
 
-    def __init__(self, cnn: nn.Module, text: nn.Module, head: GLIPHead, grid_stride: int):
+    def __init__(self, cnn: nn.Module, text: nn.Module, head: GLIPHead, grid_stride: int, train_cnn: bool = False):
         super().__init__()
         self.cnn, self.text, self.head, self.grid_stride = cnn, text, head, grid_stride
-        self.cnn.requires_grad_(False)
+        self.cnn.requires_grad_(train_cnn)
         self.text.requires_grad_(False)
         self.prompt_offset: nn.Parameter | None = None
 
     def train(self, mode: bool = True) -> GLIP:
         super().train(mode)
-        self.cnn.eval()  # frozen: batch-norm statistics stay the pre-trained ones
+        self.cnn.eval()  # batch-norm statistics stay the pre-trained ones, even when the CNN's weights train
         self.text.eval()
         return self
 
@@ -126,8 +127,9 @@ class GLIP(nn.Module):
         return torch.cat(maps, 1).flatten(2).transpose(1, 2), (h, w)
 
     def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> GLIPOutput:
-        with torch.no_grad():
+        with torch.set_grad_enabled(torch.is_grad_enabled() and any(q.requires_grad for q in self.cnn.parameters())):
             visual, grid = self.visual_tokens(images)
+        with torch.no_grad():
             words = self.text(input_ids, attention_mask)
         if self.prompt_offset is not None:
             words = words + self.prompt_offset[: words.shape[1]]

@@ -5,7 +5,7 @@ stage's CNN and BERT (both frozen), trains the head on the variant's sets and re
 
 - ``det``: COCO AP of det/test with the prompt of all 12 classes, for all, base and novel classes;
 - ``det_untrained``: the same for an untrained head of the same seed (the learning gate's control);
-- ``det_shuffled``: the trained model prompted with the class names shuffled among the classes (the
+- ``det_shuffled``: the trained model prompted with every class under another class's name (the
   control of zero-shot novel AP: a detector that reads the names must lose it);
 - ``flickr``: phrase-grounding R@1/5/10 on flickr/test.
 
@@ -48,7 +48,7 @@ def build_model(p: GLIPParams, pretrain_dir: Path) -> tuple[GLIP, Tokenizer]:
         visual_dim=sum(cnn.channels), text_dim=text.hidden_size, dim=m.dim, align_dim=m.align_dim,
         fusion_layers=m.fusion_layers, num_heads=m.num_heads, tower_layers=m.tower_layers, prior_prob=m.prior_prob,
     ))  # fmt: skip
-    return GLIP(cnn, text, head, m.grid_stride), text.tokenizer
+    return GLIP(cnn, text, head, m.grid_stride, train_cnn=p.train.cnn_lr > 0), text.tokenizer
 
 
 def save_head(model: GLIP, path: Path) -> None:
@@ -59,13 +59,14 @@ def save_head(model: GLIP, path: Path) -> None:
         save_file(model.head.state_dict(), str(tmp))
 
 
-def load_teacher(p: GLIPParams, teacher_dir: Path, pretrain_dir: Path) -> tuple[GLIP, Tokenizer]:
+def load_run(p: GLIPParams, variant: str, run_dir: Path, pretrain_dir: Path) -> tuple[GLIP, Tokenizer]:
+    """The model that the run of ``variant`` saved in ``run_dir`` (``save_head``), in eval mode."""
     from safetensors.torch import load_file
 
-    path = Path(teacher_dir) / HEAD_FILE
+    path = Path(run_dir) / HEAD_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no teacher run; run the {p.pseudo.teacher!r} variant of this seed first")
-    model, tokenizer = build_model(p.variant(p.pseudo.teacher), pretrain_dir)
+        raise FileNotFoundError(f"{path}: no such run; run `dvc repro glip@{variant}-<seed>` first")
+    model, tokenizer = build_model(p.variant(variant), pretrain_dir)
     model.head.load_state_dict(load_file(str(path)))
     return model.eval(), tokenizer
 
@@ -94,6 +95,13 @@ def loss_fn(p: GLIPParams):
         return glip_loss(out, targets, batch["attention_mask"].bool(), p.train.box_weight)
 
     return loss
+
+
+def param_groups(model: GLIP, p: GLIPParams) -> list[dict[str, Any]]:
+    groups = [{"params": list(model.head.parameters()), "name": "head"}]
+    if p.train.cnn_lr > 0:
+        groups.append({"params": list(model.cnn.parameters()), "lr": p.train.cnn_lr, "name": "cnn"})
+    return groups
 
 
 def train_config(p: GLIPParams, seed: int) -> TrainConfig:
@@ -140,7 +148,7 @@ def train_and_evaluate(
     if "captions" in v.train.sets:
         if teacher_dir is None:
             raise ValueError(f"glip variant {variant!r} trains on pseudo-labelled captions: give teacher_dir")
-        teacher, _ = load_teacher(p, teacher_dir, pretrain_dir)
+        teacher, _ = load_run(p, v.pseudo.teacher, teacher_dir, pretrain_dir)
         captions = first_captions(load_split(data_dir / "captions" / "train"), v.pseudo.images)
         splits.append(pseudo_label(teacher, captions, tokenizer, max_len, v.pseudo.threshold))
     train = GroundingSamples(splits, tokenizer, max_len, v.train.detection_share)
@@ -153,11 +161,12 @@ def train_and_evaluate(
     with tempfile.TemporaryDirectory(prefix="glip_") as tmp:
         result = fit(
             model, train, loss_fn(v), train_config(v, seed), tmp, collate_fn=train.collate,
-            param_groups=[{"params": [q for q in model.parameters() if q.requires_grad], "name": "head"}],
+            param_groups=param_groups(model, v),
             evaluate=learning_curve if v.train.eval_every else None, run_id=f"glip-{variant}",
         )  # fmt: skip
     names = category_names(det_test)
-    shuffled = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
+    shift = int(np.random.default_rng(seed).integers(1, len(names)))  # a cyclic shift: no class keeps its name
+    shuffled = names[shift:] + names[:shift]
     metrics = {
         "det": detection_ap(model, det_test, tokenizer, v.eval, max_len),
         "det_untrained": untrained,

@@ -12,7 +12,10 @@ A stage states the claims its runs can decide in the optional ``"claims"`` list 
 - ``metric`` is the dotted name of a metric in that stage's files (nesting joined with ``.``);
 - ``variant`` / ``reference_variant`` are ``"variant"`` values of files of the same stage (an optional
   ``"stage"`` key points the claim at another stage);
-- ``higher_is_better`` gives the claimed direction (``false`` for e.g. Deletion AUC or latency).
+- ``higher_is_better`` gives the claimed direction (``false`` for e.g. Deletion AUC or latency);
+- an optional ``margin`` m (0 ≤ m < 1) makes it a claim that ours *approaches* the reference ("prompt
+  tuning almost matches fine-tuning"): ours beats (1 − m) × reference (higher is better) or
+  (1 + m) × reference (lower is better), a non-inferiority test. Without it, m = 0: ours beats the reference.
 
 The per-seed values are looked up from the collected metrics, so the ledger and the tables always show
 the same numbers and a stage does not have to gather other runs' results. Every seed file of a stage may
@@ -107,6 +110,7 @@ class ClaimRow(BaseModel):
     variant: str = Field(min_length=1)
     reference_variant: str = Field(min_length=1)
     higher_is_better: bool
+    margin: float = Field(0.0, ge=0, lt=1)  # relative non-inferiority margin (module docstring)
     stage: str | None = None  # default: the stage of the file carrying the row
 
 
@@ -145,11 +149,14 @@ def decide(
     alpha: float,
     ours_seeds: Sequence[int | None] | None = None,
     reference_seeds: Sequence[int | None] | None = None,
+    margin: float = 0.0,
 ) -> ClaimTest:
     """Decide "ours beats reference" from per-seed values with a one-sided t-test at level ``alpha``.
 
     With ``ours_seeds``/``reference_seeds`` (the seed of each value) naming the same set of seeds on both
-    sides, the values are paired by seed and the paired t-test decides; otherwise Welch's t-test.
+    sides, the values are paired by seed and the paired t-test decides; otherwise Welch's t-test. With
+    ``margin`` m, ours is tested against (1 ∓ m) × reference (non-inferiority); the reported reference mean
+    and std stay the reference's own.
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
@@ -161,6 +168,8 @@ def decide(
             raise ValueError(f"{side}: {len(values)} values but {len(seeds)} seeds")
     (m_a, s_a), (m_b, s_b) = _mean_std(a), _mean_std(b)
     direction = "greater" if higher_is_better else "less"
+    if margin:
+        b = b * ((1 - margin) if higher_is_better else (1 + margin))  # the bar ours must clear
 
     def result(test: str, p: float, verdict: str) -> ClaimTest:
         return ClaimTest(m_a, s_a, m_b, s_b, len(a), len(b), test, p, verdict)
@@ -168,8 +177,9 @@ def decide(
     if len(a) < 2 or len(b) < 2:
         return result("none (fewer than 2 seeds on a side)", math.nan, INCONCLUSIVE)
 
-    gain = (m_a - m_b) if higher_is_better else (m_b - m_a)  # > 0: the claimed direction
-    sided = f"one-sided (ours {'>' if higher_is_better else '<'} reference)"
+    gain = (m_a - b.mean()) if higher_is_better else (b.mean() - m_a)  # > 0: the claimed direction
+    scale = f"{(1 - margin) if higher_is_better else (1 + margin):g} × " if margin else ""
+    sided = f"one-sided (ours {'>' if higher_is_better else '<'} {scale}reference)"
     if matched_seeds(ours_seeds, reference_seeds):
         test = f"paired t-test, {sided}"
         by_seed = dict(zip(reference_seeds, b, strict=True))
@@ -239,7 +249,7 @@ def claims_ledger(collection: Collection, alpha: float, gates: pd.DataFrame | No
             seeds = [None if pd.isna(s) else int(s) for s in runs["seed"]]
             sides.append((runs["value"].to_numpy(), seeds))
         (ours, ours_seeds), (reference, reference_seeds) = sides
-        t = decide(ours, reference, row.higher_is_better, alpha, ours_seeds, reference_seeds)
+        t = decide(ours, reference, row.higher_is_better, alpha, ours_seeds, reference_seeds, row.margin)
         learned, gate_text = gate_verdict(gates, row.stage, (row.variant, row.reference_variant))
         rows.append(
             {

@@ -5,7 +5,8 @@ A run writes
 - ``reports/metrics/glip/<variant>-<seed>.json``: det/test AP (all, base, novel classes), its controls and
   flickr/test R@k (DVC metrics; the report's tables, claims ledger and gates read these);
 - ``reports/runs/glip/<variant>-<seed>/run.json`` (detections on a few det/test images) and ``history.json``;
-- ``runs/glip/<variant>-<seed>/head.safetensors``: the trained head, the teacher of the student variant.
+- ``runs/glip/<variant>-<seed>/model.safetensors``: the trained weights (teacher of the student, start of the
+  transfer runs).
 
 ``python -m vlrepro.glip transfer --seed 0`` (stage ``glip_transfer@<seed>``) transfers that seed's
 ``transfer.start`` run to world odinw, k-shot, by full fine-tuning and by prompt tuning
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    from vlrepro.glip.run import HEAD_FILE, save_head, train_and_evaluate
+    from vlrepro.glip.run import MODEL_FILE, save_model, train_and_evaluate
 
     torch.set_num_threads(1)  # as the SMCIM runs: two single-thread runs at once use both cores best
     root = params_file.parent
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher = root / RUNS_DIR / f"{v.pseudo.teacher}-{args.seed}" if "captions" in v.train.sets else None
     data, pretrained = root / "data" / "world", root / "checkpoints" / "pretrain"
     result = train_and_evaluate(p, args.variant, args.seed, data, pretrained, teacher)
-    save_head(result.model, root / RUNS_DIR / name / HEAD_FILE)
+    save_model(result.model, root / RUNS_DIR / name / MODEL_FILE)
     runs = root / "reports" / "runs" / "glip" / name
     write_json(runs / "run.json", {"examples": result.examples})
     write_json(runs / "history.json", result.history)

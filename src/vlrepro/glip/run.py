@@ -10,7 +10,7 @@ stage's CNN and BERT (both frozen), trains the head on the variant's sets and re
 - ``flickr``: phrase-grounding R@1/5/10 on flickr/test.
 
 A variant that trains on ``captions`` (GLIP-T, the student) first has the run of its teacher variant with the
-same seed (``pseudo.teacher``, saved by ``save_head`` in ``teacher_dir``) box the captions' noun phrases.
+same seed (``pseudo.teacher``, saved by ``save_model`` in ``teacher_dir``) box the captions' noun phrases.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from vlrepro.glip.pseudo import pseudo_label
 from vlrepro.io import atomic_path
 from vlrepro.train import TrainConfig, fit
 
-HEAD_FILE = "head.safetensors"
+MODEL_FILE = "model.safetensors"
 
 
 def build_model(p: GLIPParams, pretrain_dir: Path) -> tuple[GLIP, Tokenizer]:
@@ -51,23 +51,26 @@ def build_model(p: GLIPParams, pretrain_dir: Path) -> tuple[GLIP, Tokenizer]:
     return GLIP(cnn, text, head, m.grid_stride, train_cnn=p.train.cnn_lr > 0), text.tokenizer
 
 
-def save_head(model: GLIP, path: Path) -> None:
-    """The trained head's weights (the encoders are the pretrain stage's, frozen)."""
+def save_model(model: GLIP, path: Path) -> None:
+    """The run's weights: the head and the CNN (fine-tuned when ``train.cnn_lr`` > 0); not the frozen BERT,
+    which stays the pretrain stage's."""
     from safetensors.torch import save_file
 
     with atomic_path(path) as tmp:
-        save_file(model.head.state_dict(), str(tmp))
+        save_file({k: v for k, v in model.state_dict().items() if not k.startswith("text.")}, str(tmp))
 
 
 def load_run(p: GLIPParams, variant: str, run_dir: Path, pretrain_dir: Path) -> tuple[GLIP, Tokenizer]:
-    """The model that the run of ``variant`` saved in ``run_dir`` (``save_head``), in eval mode."""
+    """The model that the run of ``variant`` saved in ``run_dir`` (``save_model``), in eval mode."""
     from safetensors.torch import load_file
 
-    path = Path(run_dir) / HEAD_FILE
+    path = Path(run_dir) / MODEL_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such run; run `dvc repro glip@{variant}-<seed>` first")
     model, tokenizer = build_model(p.variant(variant), pretrain_dir)
-    model.head.load_state_dict(load_file(str(path)))
+    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+    if unexpected or any(not k.startswith("text.") for k in missing):
+        raise ValueError(f"{path}: its weights do not fit glip variant {variant!r} (changed since the run?)")
     return model.eval(), tokenizer
 
 

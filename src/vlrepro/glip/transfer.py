@@ -4,7 +4,8 @@ The world's ``odinw`` set plays ODinW: the 12 classes in a shifted domain (other
 palette), a few training images per class. Both ways start from the same trained model and train on the
 first images that give every class at least ``k`` boxes, with the prompt of all the split's classes:
 
-- ``fine_tuning``: every weight that the run trained (the head, and the CNN when ``train.cnn_lr`` > 0);
+- ``fine_tuning``: what the run trained (the head, and the CNN when ``train.cnn_lr`` > 0, at the run's ratio of
+  the two learning rates);
 - ``prompt_tuning``: only a zero-initialised offset on the prompt's token features (``GLIP.prompt_tuning``).
 
 The score is COCO AP on odinw/test with the same prompt; ``zero_shot`` is the model before either.
@@ -71,8 +72,11 @@ def transfer(
     if mode == "prompt_tuning":
         groups = [{"params": [model.prompt_tuning(max_len)], "lr": p.transfer.prompt_lr, "weight_decay": 0.0,
                    "name": "prompt"}]  # fmt: skip
-    else:
-        groups = [{"params": [q for q in model.parameters() if q.requires_grad], "name": "model"}]
+    else:  # what the run trained, at the run's ratio of CNN to head learning rate
+        groups = [{"params": list(model.head.parameters()), "lr": p.transfer.lr, "name": "head"}]
+        if any(q.requires_grad for q in model.cnn.parameters()):
+            cnn_lr = p.transfer.lr * p.variant(p.transfer.start).train.cnn_lr / p.variant(p.transfer.start).train.lr
+            groups.append({"params": list(model.cnn.parameters()), "lr": cnn_lr, "name": "cnn"})
     cfg = TrainConfig(steps=p.transfer.steps, batch_size=p.transfer.batch_size, lr=p.transfer.lr, weight_decay=0.0,
                       schedule="cosine", warmup_steps=0, seed=seed, ckpt_every=0, progress=False,
                       log_every=p.transfer.steps)  # fmt: skip

@@ -215,3 +215,13 @@ def test_k_shot_images_give_every_class_k_boxes_and_fixed_prompts_name_them(worl
     names = category_names(odinw)
     assert text == ". ".join(names) + "."
     assert [text[a:b] for [(a, b)] in spans] == [names[c] for c in odinw.records[0].labels] and len(boxes) == len(spans)
+
+
+def test_swapped_names_move_every_name_within_its_group():
+    from vlrepro.glip.run import swapped_names
+
+    names = ["a", "b", "c", "d", "e"]
+    for seed in range(5):
+        out = swapped_names(names, [[0, 2, 4], [1, 3]], seed)
+        assert all(o != n for o, n in zip(out, names, strict=True))
+        assert sorted(out[i] for i in (0, 2, 4)) == ["a", "c", "e"] and sorted(out[i] for i in (1, 3)) == ["b", "d"]

@@ -5,8 +5,9 @@ stage's CNN and BERT (both frozen), trains the head on the variant's sets and re
 
 - ``det``: COCO AP of det/test with the prompt of all 12 classes, for all, base and novel classes;
 - ``det_untrained``: the same for an untrained head of the same seed (the learning gate's control);
-- ``det_shuffled``: the trained model prompted with every class under another class's name (the
-  control of zero-shot novel AP: a detector that reads the names must lose it);
+- ``det_shuffled``: the trained model prompted with every base class under another base class's name and
+  every novel class under another novel class's name (the control of zero-shot novel AP: a detector that
+  reads the names loses it; one that fires on any unfamiliar word keeps it);
 - ``flickr``: phrase-grounding R@1/5/10 on flickr/test.
 
 A variant that trains on ``captions`` (GLIP-T, the student) first has the run of its teacher variant with the
@@ -27,7 +28,7 @@ from tokenizers import Tokenizer
 
 from vlrepro.data.records import Split, load_split
 from vlrepro.glip.config import GLIPParams
-from vlrepro.glip.data import GroundingSamples, category_names
+from vlrepro.glip.data import GroundingSamples, base_ids, category_names, novel_ids
 from vlrepro.glip.evaluate import detect, detection_ap, grounding_recall
 from vlrepro.glip.loss import assign, glip_loss
 from vlrepro.glip.model import GLIP, GLIPConfig, GLIPHead
@@ -107,6 +108,18 @@ def param_groups(model: GLIP, p: GLIPParams) -> list[dict[str, Any]]:
     return groups
 
 
+def swapped_names(names: list[str], groups: list[list[int]], seed: int) -> list[str]:
+    """``names`` with each group's names cyclically shifted among its classes: no class keeps its own."""
+    out = list(names)
+    rng = np.random.default_rng(seed)
+    for ids in groups:
+        if len(ids) > 1:
+            shift = int(rng.integers(1, len(ids)))
+            for i, j in zip(ids, ids[shift:] + ids[:shift], strict=True):
+                out[i] = names[j]
+    return out
+
+
 def train_config(p: GLIPParams, seed: int) -> TrainConfig:
     t = p.train
     return TrainConfig(
@@ -168,8 +181,7 @@ def train_and_evaluate(
             evaluate=learning_curve if v.train.eval_every else None, run_id=f"glip-{variant}",
         )  # fmt: skip
     names = category_names(det_test)
-    shift = int(np.random.default_rng(seed).integers(1, len(names)))  # a cyclic shift: no class keeps its name
-    shuffled = names[shift:] + names[:shift]
+    shuffled = swapped_names(names, [base_ids(det_test), novel_ids(det_test)], seed)
     metrics = {
         "det": detection_ap(model, det_test, tokenizer, v.eval, max_len),
         "det_untrained": untrained,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from tokenizers import Tokenizer
 from torch import Tensor
 from torchvision.ops import batched_nms, box_iou, nms
 
-from vlrepro.data.records import Split
+from vlrepro.data.records import Record, Split
 from vlrepro.glip.config import EvalParams
 from vlrepro.glip.data import base_ids, category_names, coco_ground_truth, novel_ids
 from vlrepro.glip.model import GLIP, GLIPOutput
@@ -103,30 +103,41 @@ def detection_ap(
     return out
 
 
-@torch.no_grad()
-def grounding_recall(
-    model: GLIP, split: Split, tokenizer: Tokenizer, max_len: int, ks: Sequence[int] = (1, 5, 10),
-    nms_iou: float = 0.5, batch: int = 64,
-) -> dict[str, float]:  # fmt: skip
-    """``{"R@1", "R@5", "R@10"}`` over every phrase of ``split``'s captions."""
-    records = [r for r in split.records if r.phrases]
-    hits = {k: [] for k in ks}
-    with evaluating(model):
+def phrase_boxes(
+    model: GLIP, split: Split, records: Sequence[Record], spans: Callable[[Record], list[tuple[int, int]]],
+    tokenizer: Tokenizer, max_len: int, batch: int = 64,
+) -> Iterator[tuple[Record, Tensor, Tensor]]:  # fmt: skip
+    """Per record, prompted with its own text: ``(record, boxes (N, 4) in pixels, scores (N, P))`` of every
+    cell for each of the record's ``spans(record)`` (the phrases to ground)."""
+    with evaluating(model), torch.no_grad():
         for start in range(0, len(records), batch):
             chunk = records[start : start + batch]
             enc = encode(tokenizer, [r.text for r in chunk], max_len)
             x = images_to_tensor(np.asarray(split.images)[[int(r.image) for r in chunk]])
             out = model(x, enc["input_ids"], enc["attention_mask"])
-            boxes = out.boxes * model.grid_stride
-            length = enc["input_ids"].shape[1]
+            boxes = (out.boxes * model.grid_stride).clamp(0, x.shape[-1])
             for i, r in enumerate(chunk):
-                maps = span_map(tokenizer, r.text, [[(ph.start, ph.end)] for ph in r.phrases], length)
-                scores = phrase_scores(out, i, maps)
-                for j, ph in enumerate(r.phrases):
-                    gt = torch.tensor([r.boxes[b] for b in ph.box_ids], dtype=torch.float32)
-                    merged = torch.cat([gt[:, :2].min(0).values, gt[:, 2:].max(0).values])[None]
-                    order = nms(boxes[i], scores[:, j], nms_iou)
-                    ious = box_iou(boxes[i, order[: max(ks)]], merged)[:, 0]
-                    for k in ks:
-                        hits[k].append(bool((ious[:k] >= 0.5).any()) if maps[j].any() else False)
+                maps = span_map(tokenizer, r.text, [[s] for s in spans(r)], enc["input_ids"].shape[1])
+                yield r, boxes[i], phrase_scores(out, i, maps)
+
+
+def grounding_recall(
+    model: GLIP, split: Split, tokenizer: Tokenizer, max_len: int, ks: Sequence[int] = (1, 5, 10),
+    nms_iou: float = 0.5,
+) -> dict[str, float]:  # fmt: skip
+    """``{"R@1", "R@5", "R@10"}`` over every phrase of ``split``'s captions."""
+    records = [r for r in split.records if r.phrases]
+    hits = {k: [] for k in ks}
+    for r, boxes, scores in phrase_boxes(model, split, records, _phrase_spans, tokenizer, max_len):
+        for j, ph in enumerate(r.phrases):
+            gt = torch.tensor([r.boxes[b] for b in ph.box_ids], dtype=torch.float32)
+            merged = torch.cat([gt[:, :2].min(0).values, gt[:, 2:].max(0).values])[None]
+            order = nms(boxes, scores[:, j], nms_iou)
+            ious = box_iou(boxes[order[: max(ks)]], merged)[:, 0]
+            for k in ks:
+                hits[k].append(bool((ious[:k] >= 0.5).any()))
     return {f"R@{k}": float(np.mean(v)) if v else 0.0 for k, v in hits.items()}
+
+
+def _phrase_spans(record: Record) -> list[tuple[int, int]]:
+    return [(ph.start, ph.end) for ph in record.phrases]

@@ -12,19 +12,13 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-import numpy as np
-import torch
 from tokenizers import Tokenizer
 from torchvision.ops import nms
 
 from vlrepro.data.records import Phrase, Record, Split
 from vlrepro.data.world import vocab
-from vlrepro.glip.evaluate import phrase_scores
+from vlrepro.glip.evaluate import phrase_boxes
 from vlrepro.glip.model import GLIP
-from vlrepro.glip.prompts import span_map
-from vlrepro.models.backbones import images_to_tensor
-from vlrepro.models.text import encode
-from vlrepro.train import evaluating
 
 _WORD = re.compile(r"[a-z-]+")
 _MODIFIERS = ("number", "size", "colour", "pattern")
@@ -47,36 +41,28 @@ def noun_phrases(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-@torch.no_grad()
+def _caption_phrases(record: Record) -> list[tuple[int, int]]:
+    return noun_phrases(record.text)
+
+
 def pseudo_label(
-    teacher: GLIP, captions: Split, tokenizer: Tokenizer, max_len: int, threshold: float, nms_iou: float = 0.5,
-    batch: int = 64,
-) -> Split:  # fmt: skip
+    teacher: GLIP, captions: Split, tokenizer: Tokenizer, max_len: int, threshold: float, nms_iou: float = 0.5
+) -> Split:
     """``captions`` (one caption per image is enough) as a grounding split: every noun phrase with the
     teacher's boxes above ``threshold``; phrases without one are left out, captions without any dropped."""
     records = [r for r in captions.records if noun_phrases(r.text)]
     out: list[Record] = []
-    with evaluating(teacher):
-        for start in range(0, len(records), batch):
-            chunk = records[start : start + batch]
-            enc = encode(tokenizer, [r.text for r in chunk], max_len)
-            x = images_to_tensor(np.asarray(captions.images)[[int(r.image) for r in chunk]])
-            result = teacher(x, enc["input_ids"], enc["attention_mask"])
-            boxes = (result.boxes * teacher.grid_stride).clamp(0, x.shape[-1])
-            for i, r in enumerate(chunk):
-                spans = noun_phrases(r.text)
-                maps = span_map(tokenizer, r.text, [[s] for s in spans], enc["input_ids"].shape[1])
-                scores = phrase_scores(result, i, maps)
-                kept_boxes: list[tuple[float, ...]] = []
-                phrases = []
-                for j, (a, b) in enumerate(spans):
-                    keep = nms(boxes[i], scores[:, j], nms_iou)
-                    keep = keep[scores[keep, j] >= threshold]
-                    if len(keep):
-                        ids = tuple(range(len(kept_boxes), len(kept_boxes) + len(keep)))
-                        kept_boxes += [tuple(v) for v in boxes[i, keep].tolist()]
-                        phrases.append(Phrase(a, b, ids))
-                if phrases:
-                    out.append(replace(r, boxes=tuple(kept_boxes), labels=(-1,) * len(kept_boxes),
-                                       phrases=tuple(phrases), mask_ids=()))  # fmt: skip
+    for r, boxes, scores in phrase_boxes(teacher, captions, records, _caption_phrases, tokenizer, max_len):
+        kept_boxes: list[tuple[float, ...]] = []
+        phrases = []
+        for j, (a, b) in enumerate(noun_phrases(r.text)):
+            keep = nms(boxes, scores[:, j], nms_iou)
+            keep = keep[scores[keep, j] >= threshold]
+            if len(keep):
+                ids = tuple(range(len(kept_boxes), len(kept_boxes) + len(keep)))
+                kept_boxes += [tuple(v) for v in boxes[keep].tolist()]
+                phrases.append(Phrase(a, b, ids))
+        if phrases:
+            out.append(replace(r, boxes=tuple(kept_boxes), labels=(-1,) * len(kept_boxes), phrases=tuple(phrases),
+                               mask_ids=()))  # fmt: skip
     return replace(captions, records=out)

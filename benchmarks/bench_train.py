@@ -7,9 +7,10 @@ For each model's training step (forward, backward, AdamW) at the default profile
 samples/s, the achieved GFLOP/s (FLOPs of one step counted by ``torch.utils.flop_counter``) and that rate as
 a share of the machine's matmul peak at the same precision and thread count, measured in the same run (a
 2048² fp32 and a bf16 matmul). Models: ``smcim`` and ``transformer`` (TransVG-style) on inputs shaped like
-the cached features; ``clip`` (the pretrain stage's dual encoder) and ``albef`` (AMC's model, one AMC
-training batch) from ``checkpoints/pretrain`` when it exists. Inputs are random: throughput does not depend
-on the values. Machines are noisy: compare figures from one run.
+the cached features; ``clip`` (the pretrain stage's dual encoder), ``albef`` (AMC's model, one AMC training
+batch) and ``glip`` (GLIP-T(B), one detection batch) from ``checkpoints/pretrain`` when it exists. Inputs are
+random (GLIP's: world det images): throughput does not depend on the values. Machines are noisy: compare
+figures from one run.
 """
 
 from __future__ import annotations
@@ -89,6 +90,21 @@ def albef_step(batch: int) -> tuple[torch.nn.Module, Step]:
     return model, lambda: albef_amc_loss(model, b, variant)["loss"]
 
 
+def glip_step(variant: str, batch: int) -> tuple[torch.nn.Module, Step]:
+    from vlrepro.data.records import load_split
+    from vlrepro.glip.data import GroundingSamples
+    from vlrepro.glip.run import build_model, loss_fn
+
+    p = load_params(find_params_file()).glip
+    v = p.variant(variant)
+    model, tokenizer = build_model(v, Path("checkpoints/pretrain"))  # CNN fine-tuned as in the runs (train.cnn_lr)
+    data = GroundingSamples([load_split(Path("data/world") / s / "train") for s in v.train.sets if s != "captions"],
+                            tokenizer, v.train.max_prompt_tokens, v.train.detection_share)  # fmt: skip
+    b = data.collate([data[i] for i in range(batch)])
+    loss = loss_fn(v)
+    return model, lambda: loss(model, b)["loss"]
+
+
 def measure(model: torch.nn.Module, step: Step, batch: int, bf16: bool, compiled: bool, steps: int) -> dict:
     model.train()
     params = [q for q in model.parameters() if q.requires_grad]
@@ -118,7 +134,7 @@ def measure(model: torch.nn.Module, step: Step, batch: int, bf16: bool, compiled
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="*", default=["smcim", "transformer", "clip", "albef"])
+    ap.add_argument("--models", nargs="*", default=["smcim", "transformer", "clip", "albef", "glip"])
     ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile (adds a minute per model)")
     ap.add_argument("--steps", type=int, default=10)
@@ -129,12 +145,14 @@ def main() -> None:
         "transformer": lambda: smcim_step("transformer", P.smcim.train.batch_size),
         "clip": lambda: clip_step(P.pretrain.clip.batch_size),
         "albef": lambda: albef_step(P.amc.batch_size),
+        "glip": lambda: glip_step("deep", P.glip.train.batch_size),
     }
     batches = {"smcim": P.smcim.train.batch_size, "transformer": P.smcim.train.batch_size,
-               "clip": P.pretrain.clip.batch_size, "albef": P.amc.batch_size}  # fmt: skip
-    if any(m in args.models for m in ("clip", "albef")) and not Path("checkpoints/pretrain/clip").is_dir():
-        print("checkpoints/pretrain missing (dvc repro pretrain): clip and albef skipped")
-        args.models = [m for m in args.models if m not in ("clip", "albef")]
+               "clip": P.pretrain.clip.batch_size, "albef": P.amc.batch_size,
+               "glip": P.glip.train.batch_size}  # fmt: skip
+    if any(m in args.models for m in ("clip", "albef", "glip")) and not Path("checkpoints/pretrain/clip").is_dir():
+        print("checkpoints/pretrain missing (dvc repro pretrain): clip, albef and glip skipped")
+        args.models = [m for m in args.models if m not in ("clip", "albef", "glip")]
     print(f"{'model':12} {'thr':>3} {'prec':>5} {'mode':>7} {'batch':>5} {'ms/step':>8} {'samples/s':>9} "
           f"{'GFLOP/s':>8} {'peak':>6} {'% peak':>6}")  # fmt: skip
     for threads in args.threads:

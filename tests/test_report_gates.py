@@ -274,6 +274,15 @@ def test_conflicting_copies_are_an_error(tmp_path):
         evaluate_gates(collect(tmp_path))
 
 
+def test_two_rules_on_one_metric_are_two_gates(tmp_path):
+    write_runs(tmp_path, [gate("full"), gate("full", rule="min", margin=0.5)])
+    rows = evaluate_gates(collect(tmp_path))
+    full = rows[rows["variant"] == "full"].set_index("rule")
+    assert sorted(full.index) == ["min", "times"]
+    assert full.loc["min", "bar"] == pytest.approx(0.5)
+    assert full.loc["times", "bar"] == pytest.approx(2 * full.loc["times", "control_value"])
+
+
 def test_gates_must_be_a_list_of_rows(tmp_path):
     write_runs(tmp_path, None)
     doc = {"stage": "smcim", "variant": "full", "seed": 0, "metrics": metrics(0.6, 0.2), "gates": {"rule": "min"}}

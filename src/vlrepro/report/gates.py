@@ -26,7 +26,9 @@ to compare, never the numbers::
 The gate passes when the mean over seeds of ``metric`` is ≥ the bar, the control being the mean over seeds
 of ``control_metric`` (or the constant). Means, not every seed: a claim is decided on means over seeds too.
 Like claims, every seed file may carry the same row; identical rows count once, conflicting copies (same
-stage, paper, variant, metric and control, different rule, margin or control) are an error.
+stage, paper, variant, metric, control and rule, different margin or control) are an error. One variant may
+hold two bars on the same metric and control under different rules (an absolute bar and a multiple of the
+control: GLIP's AP50 ≥ 0.60 and ≥ 3 × an untrained head's); each is a row of ``gates.csv``.
 
 ``gates.csv`` has one row per gate in :data:`GATE_COLUMNS` order; ``n_seeds`` is the number of runs behind
 the mean (the smaller of the metric's and the control metric's run counts).
@@ -140,7 +142,7 @@ def gate_rows(collection: Collection) -> list[Gate]:
         for i, raw in enumerate(f.gates):
             where = f"{f.file}: gates[{i}]"
             row = parse_gate_row(raw, where)
-            key = (f.stage, row.paper, row.variant, row.metric, row.control)
+            key = (f.stage, row.paper, row.variant, row.metric, row.control, row.rule)
             if key in found and found[key].row != row:
                 raise GateError(f"{where} contradicts the same gate in {found[key].where}")
             found.setdefault(key, Gate(f.stage, row, where))

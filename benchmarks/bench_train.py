@@ -8,9 +8,9 @@ samples/s, the achieved GFLOP/s (FLOPs of one step counted by ``torch.utils.flop
 a share of the machine's matmul peak at the same precision and thread count, measured in the same run (a
 2048² fp32 and a bf16 matmul). Models: ``smcim`` and ``transformer`` (TransVG-style) on inputs shaped like
 the cached features; ``clip`` (the pretrain stage's dual encoder), ``albef`` (AMC's model, one AMC training
-batch) and ``glip`` (GLIP-T(B), one detection batch) from ``checkpoints/pretrain`` when it exists. Inputs are
-random (GLIP's: world det images): throughput does not depend on the values. Machines are noisy: compare
-figures from one run.
+batch), ``glip`` (GLIP-T(B), one detection batch) and ``ala`` (the full ALA on the frozen CLIP, its maps cached
+as in the runs) from ``checkpoints/pretrain`` when it exists. Inputs are random (GLIP's: world det images):
+throughput does not depend on the values. Machines are noisy: compare figures from one run.
 """
 
 from __future__ import annotations
@@ -105,6 +105,18 @@ def glip_step(variant: str, batch: int) -> tuple[torch.nn.Module, Step]:
     return model, lambda: loss(model, b)["loss"]
 
 
+def ala_step(batch: int) -> tuple[torch.nn.Module, Step]:
+    from vlrepro.ala.model import ala_loss
+    from vlrepro.ala.run import build_model
+    from vlrepro.models import load_pretrained
+
+    p = load_params(find_params_file(), sections=["ala"]).ala
+    model = build_model(p, load_pretrained(Path("checkpoints/pretrain/clip")).visual, num_classes=16)
+    images, labels = torch.rand(batch, 3, 64, 64), torch.randint(0, 16, (batch,))
+    maps = model.clip_maps(images)  # the runs compute the frozen CLIP's maps once (ala.train.cache_clip)
+    return model, lambda: ala_loss(model(images, maps), labels, p.train.ab_weight)["loss"]
+
+
 def measure(model: torch.nn.Module, step: Step, batch: int, bf16: bool, compiled: bool, steps: int) -> dict:
     model.train()
     params = [q for q in model.parameters() if q.requires_grad]
@@ -134,7 +146,7 @@ def measure(model: torch.nn.Module, step: Step, batch: int, bf16: bool, compiled
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="*", default=["smcim", "transformer", "clip", "albef", "glip"])
+    ap.add_argument("--models", nargs="*", default=["smcim", "transformer", "clip", "albef", "glip", "ala"])
     ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile (adds a minute per model)")
     ap.add_argument("--steps", type=int, default=10)
@@ -146,13 +158,15 @@ def main() -> None:
         "clip": lambda: clip_step(P.pretrain.clip.batch_size),
         "albef": lambda: albef_step(P.amc.batch_size),
         "glip": lambda: glip_step("deep", P.glip.train.batch_size),
+        "ala": lambda: ala_step(P.ala.train.batch_size),
     }
     batches = {"smcim": P.smcim.train.batch_size, "transformer": P.smcim.train.batch_size,
                "clip": P.pretrain.clip.batch_size, "albef": P.amc.batch_size,
-               "glip": P.glip.train.batch_size}  # fmt: skip
-    if any(m in args.models for m in ("clip", "albef", "glip")) and not Path("checkpoints/pretrain/clip").is_dir():
-        print("checkpoints/pretrain missing (dvc repro pretrain): clip, albef and glip skipped")
-        args.models = [m for m in args.models if m not in ("clip", "albef", "glip")]
+               "glip": P.glip.train.batch_size, "ala": P.ala.train.batch_size}  # fmt: skip
+    pretrained = ("clip", "albef", "glip", "ala")
+    if any(m in args.models for m in pretrained) and not Path("checkpoints/pretrain/clip").is_dir():
+        print(f"checkpoints/pretrain missing (dvc repro pretrain): {', '.join(pretrained)} skipped")
+        args.models = [m for m in args.models if m not in pretrained]
     print(f"{'model':12} {'thr':>3} {'prec':>5} {'mode':>7} {'batch':>5} {'ms/step':>8} {'samples/s':>9} "
           f"{'GFLOP/s':>8} {'peak':>6} {'% peak':>6}")  # fmt: skip
     for threads in args.threads:

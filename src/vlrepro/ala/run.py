@@ -3,9 +3,10 @@
 CLIP tower's input).
 
 ``train_and_evaluate(params, variant, seed, data_dir, clip_dir)`` trains the adapter on the frozen CLIP image
-tower of the pretrain stage (``checkpoints/pretrain/clip``) and scores its attention maps; ``baselines(params, seed, ...)`` trains the
-plain classifier (the Perception Branch on the whole CLIP map, no attention branch) and scores the post-hoc
-explanations of it: Grad-CAM on the PB's last conv (captum), RISE and attention rollout of the CLIP ViT.
+tower of the pretrain stage (``checkpoints/pretrain/clip``) and scores its attention maps;
+``baselines(params, seed, ...)`` trains the plain classifier (the Perception Branch on the whole CLIP map, no
+attention branch) and scores the post-hoc explanations of it: Grad-CAM on the PB's last conv (captum), RISE
+(its forwards in ``explain.rise_precision``) and attention rollout of the CLIP ViT.
 
 Every method is scored the same way (``score``), on the first ``explain.images`` cub/test images:
 accuracy (all test images), mIoU with the target mask under both binarisation rules, Insertion, Deletion and
@@ -206,10 +207,16 @@ def rise_explainer(model: ALA, p: ALAParams, seed: int) -> Explainer:
     e = p.explain
     masks: list[Tensor] = []
 
+    predict = probabilities(model)
+
+    def predict_in_precision(images: Tensor) -> Tensor:
+        with torch.autocast(_device(model).type, dtype=torch.bfloat16, enabled=e.rise_precision == "bf16"):
+            return predict(images).float()
+
     def explain(images: Tensor, targets: Tensor) -> Tensor:
         if not masks:
             masks.append(rise_masks(e.rise_masks, tuple(images.shape[-2:]), e.rise_cells, e.rise_p, seed))
-        return rise(probabilities(model), images, targets, masks[0], e.rise_p)
+        return rise(predict_in_precision, images, targets, masks[0], e.rise_p)
 
     return explain
 

@@ -8,8 +8,9 @@ samples/s, the achieved GFLOP/s (FLOPs of one step counted by ``torch.utils.flop
 a share of the machine's matmul peak at the same precision and thread count, measured in the same run (a
 2048² fp32 and a bf16 matmul). Models: ``smcim`` and ``transformer`` (TransVG-style) on inputs shaped like
 the cached features; ``clip`` (the pretrain stage's dual encoder), ``albef`` (AMC's model, one AMC training
-batch), ``glip`` (GLIP-T(B), one detection batch) and ``ala`` (the full ALA on the frozen CLIP, its maps cached
-as in the runs) from ``checkpoints/pretrain`` when it exists. Inputs are random (GLIP's: world det images):
+batch), ``glip`` (GLIP-T(B), one detection batch), ``ala`` (the full ALA on the frozen CLIP, its maps cached
+as in the runs) and ``blip`` (BLIP's MED, ITC + ITM + LM on a batch of human captions, the frozen ViT's tokens
+cached as in the runs) from ``checkpoints/pretrain`` when it exists. Inputs are random (GLIP's: world det images):
 throughput does not depend on the values. Machines are noisy: compare figures from one run.
 """
 
@@ -117,6 +118,23 @@ def ala_step(batch: int) -> tuple[torch.nn.Module, Step]:
     return model, lambda: ala_loss(model(images, maps), labels, p.train.ab_weight)["loss"]
 
 
+def blip_step(batch: int) -> tuple[torch.nn.Module, Step]:
+    from vlrepro.blip.data import PairBatches, encode_images, human_pairs, training_images
+    from vlrepro.blip.model import blip_losses
+    from vlrepro.blip.run import build_model, load_clip
+    from vlrepro.models.text import encode
+
+    p = load_params(find_params_file(), sections=["blip"]).blip
+    clip, tokenizer = load_clip(Path("checkpoints/pretrain/clip"))
+    data = training_images(p, Path("data/world"))
+    pairs = human_pairs(data)
+    bank = encode_images(clip.visual, data.images[: max(pairs.image[:batch]) + 1])
+    b = PairBatches(pairs, bank, lambda t, n: encode(tokenizer, t, n), clip.config.text.max_len,
+                    data.truth).collate(list(range(batch)))  # fmt: skip
+    model = build_model(p, clip)
+    return model, lambda: blip_losses(model, b, p.model.alpha, p.train.itm_negatives == "hard")["loss"]
+
+
 def measure(model: torch.nn.Module, step: Step, batch: int, bf16: bool, compiled: bool, steps: int) -> dict:
     model.train()
     params = [q for q in model.parameters() if q.requires_grad]
@@ -146,7 +164,8 @@ def measure(model: torch.nn.Module, step: Step, batch: int, bf16: bool, compiled
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="*", default=["smcim", "transformer", "clip", "albef", "glip", "ala"])
+    ap.add_argument("--models", nargs="*", default=["smcim", "transformer", "clip", "albef", "glip", "ala",
+                                                          "blip"])
     ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile (adds a minute per model)")
     ap.add_argument("--steps", type=int, default=10)
@@ -159,11 +178,13 @@ def main() -> None:
         "albef": lambda: albef_step(P.amc.batch_size),
         "glip": lambda: glip_step("deep", P.glip.train.batch_size),
         "ala": lambda: ala_step(P.ala.train.batch_size),
+        "blip": lambda: blip_step(P.blip.train.batch_size),
     }
     batches = {"smcim": P.smcim.train.batch_size, "transformer": P.smcim.train.batch_size,
                "clip": P.pretrain.clip.batch_size, "albef": P.amc.batch_size,
-               "glip": P.glip.train.batch_size, "ala": P.ala.train.batch_size}  # fmt: skip
-    pretrained = ("clip", "albef", "glip", "ala")
+               "glip": P.glip.train.batch_size, "ala": P.ala.train.batch_size,
+               "blip": P.blip.train.batch_size}  # fmt: skip
+    pretrained = ("clip", "albef", "glip", "ala", "blip")
     if any(m in args.models for m in pretrained) and not Path("checkpoints/pretrain/clip").is_dir():
         print(f"checkpoints/pretrain missing (dvc repro pretrain): {', '.join(pretrained)} skipped")
         args.models = [m for m in args.models if m not in pretrained]

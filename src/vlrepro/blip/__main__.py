@@ -7,8 +7,8 @@ of the first test images; ``history.json``: the learning curve) and ``runs/blip/
 
 ``python -m vlrepro.blip capfilt --seed 0`` (stage ``blip_capfilt@<seed>``) fine-tunes the captioner and the
 filter from that seed's no-CapFilt baseline run (``share_all_but_sa``) and writes the bootstrapped texts
-(``reports/runs/blip/capfilt-<seed>/texts.json``) and the filter's scores
-(``reports/metrics/blip/capfilt-<seed>.json``); the CapFilt variants' runs read them.
+(``reports/runs/blip/bootstrap-<seed>/texts.json``) and the filter's scores
+(``reports/metrics/blip/bootstrap-<seed>.json``); the CapFilt variants' runs read them.
 """
 
 from __future__ import annotations
@@ -96,12 +96,13 @@ def main(argv: list[str] | None = None) -> int:
 
         state = torch.load(root / "runs" / "blip" / f"{BASELINE}-{args.seed}" / "model.pt", weights_only=True)
         texts, metrics = bootstrap(p, args.seed, data, clip, state)
-        write_json(root / "reports" / "runs" / "blip" / f"capfilt-{args.seed}" / "texts.json", texts)
-        write_metrics(root / "reports" / "metrics" / "blip" / f"capfilt-{args.seed}.json", "blip_capfilt", metrics,
-                      variant="capfilt", seed=args.seed)  # fmt: skip
+        write_json(root / "reports" / "runs" / "blip" / f"bootstrap-{args.seed}" / "texts.json", texts)
+        write_metrics(root / "reports" / "metrics" / "blip" / f"bootstrap-{args.seed}.json", "blip_capfilt",
+                      metrics, variant="bootstrap", seed=args.seed)  # fmt: skip
         f = metrics["filter"]["decoupled"]
-        print(f"blip capfilt-{args.seed}: filter precision {f['precision']:.3f}, recall {f['recall']:.3f}, "
-              f"kept {f['kept']:.3f}")  # fmt: skip
+        print(f"blip bootstrap-{args.seed}: the filter keeps {f['kept']:.3f} of the web texts, precision "
+              f"{f.get('precision', float('nan')):.3f} and recall {f.get('recall', float('nan')):.3f} on the "
+              "wrong ones")  # fmt: skip
         return 0
 
     from vlrepro.blip.run import train_and_evaluate
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     name = f"{args.variant}-{args.seed}"
     capfilt = None
     if p.bootstrap.filter or p.bootstrap.captioner != "none":
-        capfilt = read_json(root / "reports" / "runs" / "blip" / f"capfilt-{args.seed}" / "texts.json")
+        capfilt = read_json(root / "reports" / "runs" / "blip" / f"bootstrap-{args.seed}" / "texts.json")
     result = train_and_evaluate(p, args.seed, data, clip, capfilt)
     out = root / "runs" / "blip" / name
     out.mkdir(parents=True, exist_ok=True)

@@ -98,6 +98,8 @@ def test_parameter_counts_of_the_sharing_settings():
     assert counts["all_except_sa"] - counts["all"] == sa
     assert counts["all_except_ca"] - counts["all"] == ca
     assert counts["none"] - counts["all"] == sa + ca + ffn + emb
+    # every counted parameter takes part in a forward pass (the LM head has one output bias, not two)
+    assert med.lm_head.decoder.bias is med.lm_head.bias
     # a shared copy is counted once, however often it is referenced
     distinct = {id(p): p.numel() for m in med.modules() for p in m.parameters(recurse=False)}
     assert count_parameters(med) == sum(distinct.values())
@@ -153,6 +155,33 @@ def test_itm_negatives_never_the_positive_nor_a_same_caption_pair(hard):
     for _ in range(200):
         picked = _negatives(sim, same, hard)
         assert not same[torch.arange(b), picked].any()
+
+
+def test_negatives_fall_back_to_other_columns_never_the_positive():
+    torch.manual_seed(0)
+    everything = torch.ones(4, 4, dtype=torch.bool)  # no row has an allowed negative
+    for _ in range(50):
+        assert (_negatives(torch.zeros(4, 4), everything, hard=False) != torch.arange(4)).all()
+
+
+def test_world_matches_are_read_as_images_by_texts(monkeypatch):
+    """``matches[i, j]``: text j is true of image i. Image 0's negative text must not be text 1, and text 1's
+    negative image must not be image 0; text 0 may still get image 1 (text 0 is not true of image 1)."""
+    import vlrepro.blip.model as med
+
+    seen = []
+    original = med._negatives
+    monkeypatch.setattr(med, "_negatives", lambda sim, forbidden, hard: seen.append(forbidden) or original(
+        sim, forbidden, hard))  # fmt: skip
+    model = tiny_blip().train()
+    matches = torch.tensor([[True, True, False], [False, True, False], [False, False, True]])
+    batch = {"input_ids": torch.tensor([[2, 10, 3], [2, 11, 3], [2, 12, 3]]), "attention_mask": torch.ones(3, 3).long(),
+             "image_ids": torch.tensor([0, 1, 2]), "image_tokens": image(3), "image_pooled": torch.randn(3, 32),
+             "matches": matches}  # fmt: skip
+    blip_losses(model, batch, alpha=0.4, hard_negatives=False)
+    per_text, per_image = seen
+    assert per_image[0, 1] and not per_image[1, 0]  # image 0 never gets text 1
+    assert per_text[1, 0] and not per_text[0, 1]  # text 1 never gets image 0
 
 
 def test_blip_losses_mask_same_image_keys_in_itc_and_fill_the_queue():

@@ -33,7 +33,7 @@ class ModelParams(Section):
 class TrainParams(Section):
     steps: int = Field(600, ge=1)
     batch_size: int = Field(32, ge=1)
-    lr: float = Field(1e-3, gt=0, description="new parts: cross-attention, ITM head, [ENC]/[DEC]")
+    lr: float = Field(1e-3, gt=0, description="new parts: cross-attention, ITM head, the LM head's transform")
     encoder_lr: float = Field(2e-4, ge=0, description="parts initialised from the world CLIP")
     weight_decay: float = Field(0.05, ge=0)
     warmup_steps: int = Field(50, ge=0)

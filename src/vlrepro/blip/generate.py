@@ -1,10 +1,10 @@
 """Caption decoding with the image-grounded decoder: beam search and nucleus sampling.
 
 Both start from [DEC] (``MED.decode`` puts it in place of the first token), never emit a special token,
-forbid [SEP] (end of caption) before ``min_len`` words-pieces and stop at ``max_len``. Beam search keeps
-``beams`` live hypotheses per image, sets aside those that end, and returns the best by log-probability per
-token (transformers' default length penalty 1.0); nucleus sampling draws from the smallest set of tokens
-whose probability reaches ``top_p``.
+forbid [SEP] (end of caption) before ``min_len`` word pieces and stop at ``max_len``. Beam search keeps
+``beams`` live hypotheses per image, sets aside those that end, stops once ``beams`` have ended (as
+transformers' ``early_stopping=True``) and returns the best of them by log-probability per token (length
+penalty 1.0); nucleus sampling draws from the smallest set of tokens whose probability reaches ``top_p``.
 """
 
 from __future__ import annotations

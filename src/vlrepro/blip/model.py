@@ -126,6 +126,7 @@ class MED(nn.Module):
                 dec.intermediate, dec.output = enc.intermediate, enc.output
         self.lm_head = BertLMPredictionHead(bert)
         self.lm_head.decoder.weight = self.dec_embeddings.word_embeddings.weight  # tied, as BERT
+        self.lm_head.decoder.bias = self.lm_head.bias  # one output bias (transformers ties them in BertModel only)
 
     def _stack(self, layers: nn.ModuleList, hidden: Tensor, mask: Tensor, image: Tensor | None) -> Tensor:
         image = None if image is None else self.image_in(image)
@@ -269,12 +270,14 @@ def lm_loss(logits: Tensor, ids: Tensor, attention_mask: Tensor, smoothing: floa
 
 
 def _negatives(sim: Tensor, not_negative: Tensor, hard: bool) -> Tensor:
-    """One column per row, drawn ∝ softmax(sim) (``hard``) or uniformly over the entries that may be negatives;
-    a row without any falls back to uniform over all other columns' entries."""
+    """One column per row of the square ``sim`` (row i's positive is column i), drawn ∝ softmax(sim) (``hard``)
+    or uniformly over the entries that may be negatives; a row without any (or whose weights underflow) falls
+    back to uniform over the other columns."""
     weights = torch.softmax(sim.float(), 1) if hard else torch.ones_like(sim, dtype=torch.float)
     weights = weights.masked_fill(not_negative, 0.0)
     empty = weights.sum(1, keepdim=True) <= 0
-    weights = torch.where(empty, torch.ones_like(weights), weights)
+    others = 1.0 - torch.eye(len(sim), device=sim.device)
+    weights = torch.where(empty, others, weights)
     return torch.multinomial(weights, 1).squeeze(1)
 
 
@@ -310,13 +313,15 @@ def blip_losses(
             image_keys = torch.cat([image_m, model.image_queue.clone()])
             text_keys = torch.cat([text_m, model.text_queue.clone()])
             key_ids = torch.cat([image_ids, model.id_queue.clone()])
-            positives = image_ids[:, None] == key_ids[None, :]
-            if "matches" in batch:  # world-true pairs of the batch (the first b keys)
-                positives[:, :b] |= batch["matches"]
-            positives = positives.float()
-            positives = positives / positives.sum(1, keepdim=True)
-            target_i2t = alpha * torch.softmax(scale * image_m @ text_keys.t(), 1) + (1 - alpha) * positives
-            target_t2i = alpha * torch.softmax(scale * text_m @ image_keys.t(), 1) + (1 - alpha) * positives
+            same_image = image_ids[:, None] == key_ids[None, :]
+            pos_i2t, pos_t2i = same_image.clone(), same_image.clone()
+            if "matches" in batch:  # world-true pairs of the batch (the first b keys); rows: images, columns: texts
+                pos_i2t[:, :b] |= batch["matches"]
+                pos_t2i[:, :b] |= batch["matches"].t()
+            pos_i2t = pos_i2t.float() / pos_i2t.sum(1, keepdim=True)
+            pos_t2i = pos_t2i.float() / pos_t2i.sum(1, keepdim=True)
+            target_i2t = alpha * torch.softmax(scale * image_m @ text_keys.t(), 1) + (1 - alpha) * pos_i2t
+            target_t2i = alpha * torch.softmax(scale * text_m @ image_keys.t(), 1) + (1 - alpha) * pos_t2i
         logits_i2t = scale * image_feat @ text_keys.t()
         logits_t2i = scale * text_feat @ image_keys.t()
         itc = -((F.log_softmax(logits_i2t, 1) * target_i2t).sum(1).mean()
@@ -325,11 +330,12 @@ def blip_losses(
         loss = loss + w_itc * itc
         terms["itc"] = itc.detach()
     if w_itm:
+        # rows: images, columns: texts (the same image, an identical text, or true of the image in the world)
         same = (image_ids[:, None] == image_ids[None, :]) | (ids[:, None] == ids[None, :]).all(-1)
         if "matches" in batch:
             same = same | batch["matches"]
         with torch.no_grad():
-            neg_image = _negatives(sim_i2t.detach().t(), same, hard_negatives)  # per text: an image
+            neg_image = _negatives(sim_i2t.detach().t(), same.t(), hard_negatives)  # per text: an image
             neg_text = _negatives(sim_i2t.detach(), same, hard_negatives)  # per image: a text
         logits = model.itm_logits(torch.cat([ids, ids, ids[neg_text]]), torch.cat([mask, mask, mask[neg_text]]),
                                   torch.cat([tokens, tokens[neg_image], tokens]))  # fmt: skip

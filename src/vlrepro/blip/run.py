@@ -74,11 +74,12 @@ def build_model(p: BLIPParams, clip: torch.nn.Module) -> BLIP:
 
 
 def param_groups(model: BLIP, lr: float, encoder_lr: float) -> list[dict[str, Any]]:
-    """New parts (cross-attention, ITM head, image-token input) at ``lr``, CLIP's parts at ``encoder_lr``."""
+    """New parts (cross-attention, ITM head, the LM head's transform and bias, image-token input) at ``lr``,
+    CLIP's parts at ``encoder_lr`` (the word embeddings too, with the [ENC]/[DEC] rows and the tied LM output)."""
     new, old = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            fresh = ".crossattention." in name or name.startswith(("itm_head.", "med.image_in."))
+            fresh = ".crossattention." in name or name.startswith(("itm_head.", "med.image_in.", "med.lm_head."))
             (new if fresh else old).append(p)
     return [{"params": new, "lr": lr, "name": "new"}, {"params": old, "lr": encoder_lr, "name": "clip"}]
 
@@ -169,7 +170,7 @@ def _recall(ranks: np.ndarray, prefix: str) -> dict[str, float]:
 @torch.no_grad()
 def retrieval(model: BLIP, tokenizer: Any, data: CaptionSet, k: int, batch: int) -> dict[str, float]:
     """``tr1/5/10`` (image -> text), ``ir1/5/10`` (text -> image) after ITM re-ranking of ITC's top ``k``, and
-    ``itc_tr1`` / ``itc_ir1`` before it."""
+    ``itc_tr1`` / ``itc_ir1`` before it. Candidates outside the top ``k`` keep their ITC order below it."""
     image_feat = model.image_feature(data.bank.pooled)
     sim = image_feat @ text_features(model, tokenizer, data.texts, batch).t()  # (I, T)
     text_image = torch.tensor(data.text_image)
@@ -183,12 +184,13 @@ def retrieval(model: BLIP, tokenizer: Any, data: CaptionSet, k: int, batch: int)
     top_t = sim.topk(k_t, 1).indices  # per image: k texts
     image_rows = torch.arange(len(sim)).repeat_interleave(k_t)
     s = itm_logits(model, tokenizer, data.bank, image_rows.tolist(), [data.texts[j] for j in top_t.flatten()], batch)
-    i2t = torch.full_like(sim, float("-inf"))
+    # below every re-ranked candidate, the rest in ITC order (so R@K stays defined for K > k)
+    i2t = sim - sim.abs().max() * 3 - s[:, 1].abs().max()
     i2t.scatter_(1, top_t, s[:, 1].view(-1, k_t) + sim.gather(1, top_t))
     top_i = sim.t().topk(k_i, 1).indices  # per text: k images
     texts = [t for t in data.texts for _ in range(k_i)]
     s = itm_logits(model, tokenizer, data.bank, top_i.flatten().tolist(), texts, batch)
-    t2i = torch.full_like(sim.t(), float("-inf"))
+    t2i = sim.t() - sim.abs().max() * 3 - s[:, 1].abs().max()
     t2i.scatter_(1, top_i, s[:, 1].view(-1, k_i) + sim.t().gather(1, top_i))
     return (_recall(ranks(i2t, gt), "tr") | _recall(ranks(t2i, gt.t()), "ir")
             | {"itc_tr1": float(np.mean(ranks(sim, gt) < 1)), "itc_ir1": float(np.mean(ranks(sim.t(), gt.t()) < 1))})

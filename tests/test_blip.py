@@ -345,3 +345,40 @@ def test_generated_ids_decode_to_the_caption():
     tok = train_wordpiece(["a red circle and two blue stars."], vocab_size=64)
     ids = tok.encode("a red circle").ids[1:-1]  # what decoding returns: no [CLS] / [SEP]
     assert decode_texts(tok, [ids]) == ["a red circle"]
+
+
+def test_retrieval_reranks_itc_top_k_by_itm_and_counts_any_caption_of_the_image():
+    from types import SimpleNamespace
+
+    from vlrepro.blip.data import ImageBank
+    from vlrepro.blip.run import CaptionSet, retrieval
+
+    words = ["alpha", "bravo", "charlie", "delta"]  # texts 0, 1 describe image 0; 2, 3 image 1
+    tok = train_wordpiece(words, vocab_size=64)
+    text_of = {tok.token_to_id(w): i for i, w in enumerate(words)}
+    owner = [0, 0, 1, 1]
+    # ITC prefers the wrong image for every text and the wrong texts for every image
+    image_feat = torch.eye(2)
+    text_feat = torch.tensor([[0.1, 0.9], [0.2, 0.8], [0.9, 0.1], [0.8, 0.2]])
+
+    class Stub:
+        config = SimpleNamespace(text=SimpleNamespace(max_len=8))
+
+        def image_feature(self, pooled):
+            return image_feat[pooled[:, 0].long()]
+
+        def text_feature(self, ids, mask):
+            return text_feat[[text_of[int(i)] for i in ids[:, 1]]]
+
+        def itm_logits(self, ids, mask, tokens):  # a match logit of 10 for a true pair, 0 otherwise
+            true = [owner[text_of[int(i)]] == int(t[0, 0]) for i, t in zip(ids[:, 1], tokens, strict=True)]
+            return torch.tensor([[0.0, 10.0 * t] for t in true])
+
+    bank = ImageBank(torch.arange(2.0)[:, None, None].expand(2, 3, 4), torch.arange(2.0)[:, None].expand(2, 4))
+    data = CaptionSet(SimpleNamespace(), bank, words, owner)
+    got = retrieval(Stub(), tok, data, k=3, batch=8)  # each image's top 3 by ITC holds one of its captions
+    assert got["itc_tr1"] == 0.0 and got["itc_ir1"] == 0.0  # ITC alone is always wrong
+    assert got["tr1"] == 1.0 and got["ir1"] == 1.0  # ITM re-ranking fixes every query
+    assert got["tr10"] == got["ir10"] == 1.0
+    only_top1 = retrieval(Stub(), tok, data, k=1, batch=8)  # re-ranking one candidate cannot fix anything
+    assert only_top1["tr1"] == 0.0 and only_top1["tr5"] == 1.0

@@ -61,6 +61,14 @@ def test_runs_in_parallel_and_records_what_dvc_repro_would(tmp_path):
     assert "4 of 4 runs to do" in sh(sys.executable, "-m", "vlrepro.matrix", cwd=tmp_path, env=env).stdout
 
 
+def test_a_runs_python_is_the_runners_interpreter_without_an_activated_environment(tmp_path):
+    env = project(tmp_path, ["a"])
+    (tmp_path / "run.py").write_text("import sys, vlrepro; open(f'out/{sys.argv[1]}.txt', 'w').write(sys.executable)")
+    bare = {**env, "PATH": os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if Path(p) != BIN)}
+    sh(sys.executable, "-m", "vlrepro.matrix", cwd=tmp_path, env=bare)
+    assert Path((tmp_path / "out" / "a.txt").read_text()).parent == BIN
+
+
 def test_a_failed_run_stops_the_runner_and_stays_out_of_date(tmp_path):
     env = project(tmp_path, ["bad", "good", "later"])
     out = sh(sys.executable, "-m", "vlrepro.matrix", "--jobs", "2", cwd=tmp_path, env=env, check=False)

@@ -86,16 +86,19 @@ def out_of_date(root: Path, names: list[str]) -> list[str]:
 
 def run_family(root: Path, family: str, stages: list, every: list, jobs: int) -> list[str]:
     """Run the out-of-date runs of one family (``every``: all of dvc.yaml's stages); returns the failed ones."""
+    # A stage's `python` is this interpreter (its environment has vlrepro) even when no venv was activated.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     before = upstream(stages, every)
     if before:
         print(f"{family}: dvc repro {' '.join(before)}", flush=True)
-        subprocess.run([sys.executable, "-m", "dvc", "repro", *before], cwd=root, check=True)
+        subprocess.run([sys.executable, "-m", "dvc", "repro", *before], cwd=root, check=True,
+                       env={**os.environ, "PATH": path})  # fmt: skip
     todo = out_of_date(root, [s.addressing for s in stages])
     by_name = {s.addressing: s for s in stages}
     print(f"{family}: {len(todo)} of {len(stages)} runs to do, {jobs} at a time", flush=True)
     logs = root / ".dvc" / "tmp" / "matrix"
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **ONE_THREAD}
+    env = {**os.environ, **ONE_THREAD, "PATH": path}
     running: dict[str, tuple[subprocess.Popen, float, dict]] = {}
     failed: list[str] = []
     bar = tqdm(total=len(todo), desc=family, unit="run")

@@ -1,5 +1,5 @@
-# Two entry points: `make repro` (the pipeline) and `make test` (the test suite).
-# Both create .venv on first use from pyproject.toml + requirements/constraints.txt.
+# Entry points: `make repro` (the pipeline), `make test` (the test suite), `make verify` (do our numbers come back?).
+# All create .venv on first use from pyproject.toml + requirements/constraints.txt.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(abspath $(VENV)/bin)
@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # DVC stages call `python`; this makes it the project's interpreter.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test smoke lab lint clean-venv
+.PHONY: install repro verify test smoke lab lint clean-venv
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ install: $(STAMP)
 repro: install  # matrix runs in parallel (one per core, recorded in dvc.lock), then the rest of the pipeline
 	$(BIN)/python -m vlrepro.matrix
 	$(BIN)/dvc repro
+
+verify: install  # re-run the pipeline (or STAGES="smcim data ...") in a scratch clone; compare with the committed metrics
+	$(BIN)/python -m vlrepro.verify $(STAGES)
 
 test: lint
 	$(BIN)/python -m pytest

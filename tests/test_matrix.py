@@ -99,3 +99,16 @@ def test_a_run_whose_dependencies_changed_meanwhile_is_not_recorded(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "dependencies changed while it ran" in out
     assert "runs@a" in sh("dvc", "status", "runs@a", cwd=tmp_path, env=env).stdout
+
+
+def test_a_removed_runs_outputs_are_removed_and_nothing_else(tmp_path):
+    env = project(tmp_path, ["a", "b"])
+    sh(sys.executable, "-m", "vlrepro.matrix", cwd=tmp_path, env=env)
+    (tmp_path / "out" / "notes.md").write_text("not shaped like a run's output: kept")
+    stages = yaml.safe_load((tmp_path / "dvc.yaml").read_text())
+    stages["stages"]["runs"]["matrix"]["name"] = ["a"]  # variant b removed from the matrix
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(stages, sort_keys=False))
+    out = sh(sys.executable, "-m", "vlrepro.matrix", cwd=tmp_path, env=env).stdout
+    assert "removed out/b.txt: no stage in dvc.yaml writes it any more" in out
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.txt", "notes.md"]
+    assert (tmp_path / "run.py").is_file() and (tmp_path / "input.txt").is_file()

@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +19,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-INPUTS = ["dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", "requirements", "notebooks", "src"]
+INPUTS = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore", "requirements",
+          "notebooks", "src"]
 
 
 def sh(*cmd: str, cwd: Path, env: dict) -> str:
@@ -156,3 +158,69 @@ def test_exp_run_set_param_reaches_the_notebook(smoke_repo):
     work, env = smoke_repo
     sh("dvc", "exp", "run", "-S", "report.title=Smoke title from exp run", cwd=work, env=env)
     assert "Smoke title from exp run" in (work / "reports" / "REPORT.md").read_text()
+
+
+def _recorded(work: Path, family: str) -> list[str]:
+    lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
+    return [s for s in lock if s.startswith(f"{family}@")]
+
+
+def _kill_when(cmd: list[str], work: Path, env: dict, ready, timeout: float = 900) -> None:
+    """Start ``cmd`` in its own process group and kill -9 the whole group once ``ready()`` is true."""
+    proc = subprocess.Popen(cmd, cwd=work, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, f"{' '.join(cmd)} ended before it could be killed"
+        assert time.monotonic() < deadline, f"{' '.join(cmd)}: not ready after {timeout} s"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.pipeline
+def test_a_killed_repro_resumes_without_redoing_finished_runs_and_ends_with_the_same_metrics(smoke_repo):
+    from vlrepro.report.collect import collect
+    from vlrepro.verify import compare, forget
+
+    work, env = smoke_repo
+    before = collect(work / "reports" / "metrics")
+    runs = [s for s in forget(work / "dvc.lock", ["smcim", "smcim_report"]) if "@" in s]  # as if SMCIM never ran
+    # kill -9 in the middle of the matrix: once a first run is recorded, with others in flight
+    _kill_when([sys.executable, "-m", "vlrepro.matrix", "smcim", "--jobs", "2"], work, env,
+               lambda: len(_recorded(work, "smcim")) > 0)  # fmt: skip
+    done = len(_recorded(work, "smcim"))
+    assert 0 < done < len(runs)
+    out = sh(sys.executable, "-m", "vlrepro.matrix", "smcim", "--jobs", "2", cwd=work, env=env)
+    assert f"{len(runs) - done} of {len(runs)} runs to do" in out  # finished runs are not redone
+    # kill -9 in the middle of a notebook stage, then the same command again
+    running = work / "reports" / "notebooks" / ".30_smcim.running.ipynb"
+    _kill_when(["dvc", "repro", "smcim_report"], work, env, running.exists)
+    sh("dvc", "repro", "smcim_report", cwd=work, env=env)
+    assert "up to date" in sh("dvc", "status", cwd=work, env=env).stdout
+    table = compare(before, collect(work / "reports" / "metrics"))
+    assert set(table["status"]) == {"same"}, table[table["status"] != "same"]
+
+
+@pytest.mark.pipeline
+def test_verify_finds_a_clean_rerun_identical_and_flags_an_edited_metric(smoke_repo):
+    work, env = smoke_repo
+    sh("git", "add", "-A", cwd=work, env=env)
+    sh("git", "commit", "-qm", "smoke results", cwd=work, env=env)
+    t0 = time.perf_counter()
+    out = sh(sys.executable, "-m", "vlrepro.verify", "--jobs", "2", cwd=work, env=env)  # the whole smoke pipeline
+    print(f"\nmake verify (smoke profile): {time.perf_counter() - t0:.0f} s")
+    summary = next(line for line in out.splitlines() if line.startswith("verify: ") and "metrics in" in line)
+    assert summary.endswith(" same") and "," not in summary.split(":")[-1], summary  # every metric identical
+    # a committed number that the code does not produce any more is caught
+    path = work / "reports" / "metrics" / "smcim" / "full-0.json"
+    doc = json.loads(path.read_text())
+    doc["metrics"]["refcoco"]["val"]["acc@0.5"] += 0.1
+    path.write_text(json.dumps(doc))
+    sh("git", "commit", "-qam", "an edited metric", cwd=work, env=env)
+    proc = subprocess.run([sys.executable, "-m", "vlrepro.verify", "smcim@full-0"], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=1800)  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    moved = [line for line in proc.stdout.splitlines() if "smcim/full-0.json" in line and "refcoco.val.acc@0.5" in line]
+    assert moved and "moved" in moved[0]
+    sh("git", "revert", "--no-edit", "HEAD", cwd=work, env=env)

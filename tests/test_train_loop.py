@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from vlrepro.train import TrainConfig, fit, groups_by_prefix, lr_factor, move_to
+from vlrepro.train import TrainConfig, fit, groups_by_prefix, lr_factor, move_to, run_dir
 
 
 def _teacher_data(n: int = 256) -> TensorDataset:
@@ -180,6 +180,40 @@ def test_loss_fn_contract_errors(tmp_path: Path) -> None:
         fit(MLP(), _teacher_data(), nan, _cfg(steps=3, log_every=1), tmp_path / "b")
     with pytest.raises(ValueError, match="already has"):
         fit(MLP(), _teacher_data(), mse, _cfg(steps=2), tmp_path / "c", evaluate=lambda m: {"loss": 0.0})
+
+
+class TurnsNaN:
+    """MSE plus a logged ``aux`` term that becomes NaN at update ``at`` (counting calls from 1)."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.calls = at, 0
+
+    def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        self.calls += 1
+        loss = mse(model, batch)["loss"]
+        aux = loss.detach() * (math.nan if self.calls >= self.at else 1.0)
+        return {"loss": loss + 0.0 * aux if self.calls >= self.at else loss, "aux": aux}
+
+
+def test_diverged_run_stops_naming_step_and_term_and_keeps_the_last_good_weights(tmp_path: Path) -> None:
+    # log_every=10: the step that turns NaN is not a logging step, it must be caught anyway.
+    cfg = _cfg(steps=12, log_every=10, ckpt_every=0, schedule="constant")  # lr independent of `steps`
+    with pytest.raises(FloatingPointError, match=r"step 7: loss term\(s\) loss, aux not finite"):
+        fit(MLP(), _teacher_data(), TurnsNaN(at=7), cfg, tmp_path / "nan")
+    assert not (tmp_path / "nan" / "model.pt").exists() and not (tmp_path / "nan" / "metrics.json").exists()
+    good = torch.load(tmp_path / "nan" / "last_good.pt", weights_only=True)
+    six = fit(MLP(), _teacher_data(), mse, cfg.model_copy(update={"steps": 6}), tmp_path / "six").model
+    assert all(torch.equal(good[k], v) for k, v in six.state_dict().items())  # the weights after update 6
+
+
+def test_run_dir_is_removed_after_a_run_and_kept_when_training_diverged(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with run_dir("fine") as out:
+        fit(MLP(), _teacher_data(), mse, _cfg(steps=2), out)
+    assert not out.exists() and not (tmp_path / "runs").exists()
+    with pytest.raises(FloatingPointError, match="kept in runs/failed/broken-0"), run_dir("broken-0") as out:
+        fit(MLP(), _teacher_data(), TurnsNaN(at=2), _cfg(steps=4), out)
+    assert not out.exists() and (tmp_path / "runs" / "failed" / "broken-0" / "last_good.pt").is_file()
 
 
 def test_determinism_flag_is_restored(tmp_path: Path) -> None:

@@ -144,15 +144,14 @@ EVAL_SPLITS = ("val", "testA", "testB")
 
 def run_blind_baselines(data_dir: Path, params: BaselineParams, seed: int) -> dict[str, dict[str, dict[str, float]]]:
     """``{set: {split: {"random", "largest", "centre", "image_only"}}}`` Acc@0.5 on every referring eval split."""
-    import tempfile
-
     from vlrepro.data.records import load_split
+    from vlrepro.train import run_dir
 
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name in REFERRING_SETS:
         # The ranker is cheap to retrain, so it trains in a scratch folder: a checkpoint left by an earlier
         # run on other data must never be resumed.
-        with tempfile.TemporaryDirectory(prefix=f"image_only_{name}_") as tmp:
+        with run_dir(f"image_only-{name}") as tmp:
             model = train_image_only(load_split(data_dir / name / "train"), params, seed, Path(tmp))
         out[name] = {}
         for split_name in EVAL_SPLITS:

@@ -4,6 +4,8 @@
 one core poorly, so on a 2-core machine two single-thread runs at once finish the matrix about twice as
 fast as one after another. This runner
 
+0. removes what a removed or renamed run left beside the matrix outputs (its metrics JSON, its run folder),
+   so that the report no longer reads it,
 1. brings the stages a family's runs depend on up to date with ``dvc repro`` (``data``, ``pretrain``,
    ``smcim_features``, ...),
 2. asks ``dvc status`` which of the family's runs are out of date,
@@ -23,11 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import yaml
 from tqdm.auto import tqdm
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -77,6 +82,29 @@ def fingerprint(root: Path, stage) -> dict[str, tuple[int, int]]:
         files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else [path] if path.exists() else []
         out |= {str(f): (f.stat().st_mtime_ns, f.stat().st_size) for f in files}
     return out
+
+
+def stale_outputs(root: Path, every: list) -> list[Path]:
+    """Files and folders shaped like a matrix run's output (``reports/metrics/smcim/${item.variant}-${item.seed}.json``
+    read as ``reports/metrics/smcim/*-*.json``) that no stage declares any more: a removed or renamed variant's
+    metrics and run folders, which the report would otherwise still read."""
+    declared = {(root / o.def_path).resolve() for s in every for o in s.outs}
+    stages = (yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages", {})
+    patterns = set()
+    for stage in stages.values():
+        if "foreach" in stage or "matrix" in stage:
+            for kind in ("outs", "metrics", "plots"):
+                for out in stage.get(kind, []):
+                    path = next(iter(out)) if isinstance(out, dict) else out
+                    patterns.add(re.sub(r"\$\{[^}]*\}", "*", path))
+    found = {p.resolve() for pattern in patterns for p in root.glob(pattern)}
+    return sorted(p for p in found if p not in declared and not any(p in d.parents for d in declared))
+
+
+def remove_stale_outputs(root: Path, every: list) -> None:
+    for path in stale_outputs(root, every):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        print(f"removed {path.relative_to(root.resolve())}: no stage in dvc.yaml writes it any more", flush=True)
 
 
 def out_of_date(root: Path, names: list[str]) -> list[str]:
@@ -147,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    remove_stale_outputs(root, every)
     t0 = time.perf_counter()
     for family, stages in families.items():
         if failed := run_family(root, family, stages, every, max(1, args.jobs)):

@@ -18,7 +18,6 @@ the lowest IoU, the share whose binarised map is larger than the mask: over-atte
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from vlrepro.data.real.config import RealDataConfig
 from vlrepro.data.records import load_split
 from vlrepro.metrics.explanation import RULES, binarise, gaussian_blob, insertion_deletion, iou, random_maps
 from vlrepro.models.backbones import ViTBackbone
-from vlrepro.train import TrainConfig, fit
+from vlrepro.train import TrainConfig, fit, run_dir
 
 Explainer = Callable[[Tensor, Tensor], Tensor]  # (images, target classes) -> (B, H, W) saliency
 
@@ -148,7 +147,7 @@ def train(model: ALA, data: CUB, p: ALAParams, seed: int, evaluate: Callable | N
         warmup_steps=min(t.warmup_steps, t.steps - 1), seed=seed, ckpt_every=0, log_every=max(10, t.steps // 100),
         eval_every=t.eval_every if evaluate else 0, progress=False,
     )  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="ala_") as tmp:
+    with run_dir(f"ala-{seed}") as tmp:
         result = fit(model, _Indices(len(data)), loss, cfg, tmp, collate_fn=torch.tensor, evaluate=evaluate,
                      callbacks=[aea], run_id="ala")  # fmt: skip
     model.attention_on = model.config.attention

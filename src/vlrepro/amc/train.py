@@ -8,7 +8,6 @@ with their own schedule.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -22,7 +21,7 @@ from vlrepro.amc.model import ALBEF
 from vlrepro.explain.gradcam import AttentionRecorder, attention_gradcam, upsample
 from vlrepro.losses.amc import AMCWeights, amc_loss, normalise_per_sample
 from vlrepro.pretrain.mlm import IGNORE
-from vlrepro.train import TrainConfig, TrainResult, fit, groups_by_prefix
+from vlrepro.train import TrainConfig, TrainResult, fit, groups_by_prefix, run_dir
 
 # Parameters that come from the world CLIP train at ``encoder_lr``; the rest (cross-attention, ITM head) at lr.
 PRETRAINED_PREFIXES = ("visual.", "text.", "image_proj.", "text_proj.", "logit_scale.")
@@ -137,6 +136,6 @@ def train_albef(
     )  # fmt: skip
     groups = groups_by_prefix(model, dict.fromkeys(PRETRAINED_PREFIXES, s.encoder_lr))
     loss = partial(_loss_fn, variant=variant, hard_negatives=params.itm_negatives == "hard")
-    with tempfile.TemporaryDirectory(prefix="albef_") as tmp:
+    with run_dir(run_id) as tmp:
         return fit(model, data, loss, cfg, tmp, evaluate=evaluate if eval_every else None, param_groups=groups,
                    collate_fn=collate, run_id=run_id)  # fmt: skip

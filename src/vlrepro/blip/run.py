@@ -14,7 +14,6 @@ variant's pairs (``vlrepro.blip.data``) and scores it on ``captions/test``:
 
 from __future__ import annotations
 
-import tempfile
 import time
 import zlib
 from collections import Counter
@@ -43,7 +42,7 @@ from vlrepro.data.records import Split
 from vlrepro.data.world.captions import caption_truth_matrix
 from vlrepro.metrics.captioning import caption_scores
 from vlrepro.models.text import encode, special_ids
-from vlrepro.train import TrainConfig, fit
+from vlrepro.train import TrainConfig, fit, run_dir
 
 
 def check_source(p: BLIPParams) -> None:
@@ -107,7 +106,7 @@ def train(model: BLIP, pairs: Pairs, images: TrainingImages, bank: ImageBank, to
         warmup_steps=min(t.warmup_steps, steps - 1), seed=seed, ckpt_every=0, log_every=max(10, steps // 50),
         eval_every=t.eval_every if evaluate else 0, progress=False, cpu_precision=t.precision,
     )  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="blip_") as tmp:
+    with run_dir(f"blip-{seed}") as tmp:
         result = fit(model, data, loss, cfg, tmp, collate_fn=data.collate, evaluate=evaluate, param_groups=groups,
                      run_id="blip")  # fmt: skip
     return result.history

@@ -16,7 +16,6 @@ same seed (``pseudo.teacher``, saved by ``save_model`` in ``teacher_dir``) box t
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,7 +34,7 @@ from vlrepro.glip.model import GLIP, GLIPConfig, GLIPHead
 from vlrepro.glip.prompts import join_classes
 from vlrepro.glip.pseudo import pseudo_label
 from vlrepro.io import atomic_path
-from vlrepro.train import TrainConfig, fit
+from vlrepro.train import TrainConfig, fit, run_dir
 
 MODEL_FILE = "model.safetensors"
 
@@ -174,7 +173,7 @@ def train_and_evaluate(
         ap = detection_ap(m, det_test, tokenizer, v.eval, max_len, images=curve_images)
         return {"val_base_ap50": ap["base"]["AP50"], "val_novel_ap50": ap["novel"]["AP50"]}
 
-    with tempfile.TemporaryDirectory(prefix="glip_") as tmp:
+    with run_dir(f"glip-{variant}-{seed}") as tmp:
         result = fit(
             model, train, loss_fn(v), train_config(v, seed), tmp, collate_fn=train.collate,
             param_groups=param_groups(model, v),

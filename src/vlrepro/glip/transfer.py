@@ -14,7 +14,6 @@ The score is COCO AP on odinw/test with the same prompt; ``zero_shot`` is the mo
 from __future__ import annotations
 
 import copy
-import tempfile
 from collections import Counter
 from typing import Any
 
@@ -27,7 +26,7 @@ from vlrepro.glip.evaluate import detection_ap
 from vlrepro.glip.model import GLIP
 from vlrepro.glip.prompts import join_classes
 from vlrepro.models.backbones import images_to_tensor
-from vlrepro.train import TrainConfig, fit
+from vlrepro.train import TrainConfig, fit, run_dir
 
 MODES = ("fine_tuning", "prompt_tuning")
 
@@ -80,7 +79,7 @@ def transfer(
     cfg = TrainConfig(steps=p.transfer.steps, batch_size=p.transfer.batch_size, lr=p.transfer.lr, weight_decay=0.0,
                       schedule="cosine", warmup_steps=0, seed=seed, ckpt_every=0, progress=False,
                       log_every=p.transfer.steps)  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="glip_transfer_") as tmp:
+    with run_dir(f"glip-transfer-{mode}-{shots}") as tmp:
         fit(model, data, loss_fn, cfg, tmp, param_groups=groups, collate_fn=data.collate,
             run_id=f"glip-transfer-{mode}-{shots}")  # fmt: skip
     return detection_ap(model, test, tokenizer, p.eval, max_len)["all"]

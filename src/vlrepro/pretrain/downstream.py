@@ -8,7 +8,6 @@ the training step, evaluated before the first step and every ``eval_every`` step
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 
 import numpy as np
 import torch
@@ -22,7 +21,7 @@ from vlrepro.models.backbones import CNNBackbone, images_to_tensor
 from vlrepro.models.rec import RECConfig, RECModel, cell_centres
 from vlrepro.models.text import TextEncoder, encode_rows, special_ids
 from vlrepro.pretrain.data import pad_texts
-from vlrepro.train import TrainConfig, evaluating, fit, groups_by_prefix
+from vlrepro.train import TrainConfig, evaluating, fit, groups_by_prefix, run_dir
 
 
 class ReferringExpressions(torch.utils.data.Dataset):
@@ -117,7 +116,7 @@ def train_rec_curve(
     """Train ``model`` with ``fit``; return ``[{"step", "acc"}]``, step 0 being the model as given."""
     points = [{"step": 0, "acc": evaluate_rec(model, val)}]
     groups = groups_by_prefix(model, {"cnn.": encoder_lr, "text.": encoder_lr})
-    with tempfile.TemporaryDirectory(prefix="rec_curve_") as tmp:
+    with run_dir("rec_curve") as tmp:
         result = fit(
             model, train, rec_loss, cfg, tmp, evaluate=lambda m: {"val_acc": evaluate_rec(m, val)},
             param_groups=groups, collate_fn=train.collate,

@@ -13,7 +13,6 @@ Order of use: ``pretrain_text`` -> ``pretrain_backbone("cnn")``, ``pretrain_back
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from vlrepro.models.text import TextConfig, TextEncoder, load_hf_text_encoder, l
 from vlrepro.pretrain import attributes, contrastive, downstream, mlm
 from vlrepro.pretrain.config import PretrainParams, TrainParams
 from vlrepro.pretrain.data import held_out_texts, load_scene_images, train_texts
-from vlrepro.train import TrainConfig, fit
+from vlrepro.train import TrainConfig, fit, run_dir
 
 
 @dataclass
@@ -58,7 +57,7 @@ def _fit(
     """Train in a scratch folder (nothing to resume from); no steps, no training."""
     if p.steps == 0:
         return []
-    with tempfile.TemporaryDirectory(prefix="pretrain_") as tmp:
+    with run_dir("pretrain") as tmp:
         return fit(model, data, loss, train_config(p, seed), tmp, **kw).history
 
 

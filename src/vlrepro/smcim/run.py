@@ -9,7 +9,6 @@ above 0 the run goes end to end through ``vlrepro.smcim.online``. The lr drops Ã
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,7 +27,7 @@ from vlrepro.smcim import online
 from vlrepro.smcim.config import EVAL_SPLITS, SMCIMParams
 from vlrepro.smcim.features import Features, level_stages, load_features
 from vlrepro.smcim.model import SMCIMConfig, SMCIMOutput, build
-from vlrepro.train import TrainConfig, evaluating, fit
+from vlrepro.train import TrainConfig, evaluating, fit, run_dir
 
 
 class CachedExpressions(torch.utils.data.Dataset):
@@ -207,7 +206,7 @@ def train_and_evaluate(
     def learning_curve(m: Trainee) -> dict[str, float]:
         return {"val_acc@0.5": acc_at_iou(score(m.model, curve), _targets(curve))}
 
-    with tempfile.TemporaryDirectory(prefix="smcim_") as tmp:
+    with run_dir(f"smcim-{variant}-{seed}") as tmp:
         result = fit(
             trainee, train, lambda m, b: m(b), train_config(v, seed), tmp, param_groups=groups,
             collate_fn=train.collate, run_id=f"smcim-{variant}",

@@ -23,7 +23,7 @@ and RNG state), ``sampler`` (batch order), ``schedules`` (LR), ``distributed`` (
 
 from vlrepro.train.checkpoint import load_checkpoint, save_checkpoint
 from vlrepro.train.config import TrainConfig
-from vlrepro.train.loop import TrainResult, evaluating, fit, groups_by_prefix, move_to
+from vlrepro.train.loop import TrainResult, evaluating, fit, groups_by_prefix, move_to, run_dir
 from vlrepro.train.rng import seed_everything
 from vlrepro.train.sampler import StepBatchSampler
 from vlrepro.train.schedules import lr_factor, make_scheduler
@@ -38,6 +38,7 @@ __all__ = [
     "lr_factor",
     "make_scheduler",
     "move_to",
+    "run_dir",
     "save_checkpoint",
     "seed_everything",
     "StepBatchSampler",

@@ -21,10 +21,11 @@ step, and the global RNG states travel in the checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import pickle
+import shutil
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -188,6 +189,15 @@ def _fit(
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             terms = loss_fn(train_model, batch)
+        if bad := _non_finite(terms):
+            # The weights are still those of the last good step: keep them, then stop the stage.
+            if env.is_main:
+                save_checkpoint(out_dir / "last_good.pt", model.state_dict())
+                write_json(out_dir / "history.json", history)
+            raise FloatingPointError(
+                f"training diverged at step {step}: loss term(s) {', '.join(bad)} not finite; the weights after step "
+                f"{step - 1} are in {out_dir / 'last_good.pt'}"
+            )
         scaler.scale(terms["loss"]).backward()
         grad_norm = None
         if cfg.grad_clip > 0 or log_now:
@@ -204,8 +214,6 @@ def _fit(
         record: dict[str, float] | None = None
         if log_now:
             record = {"step": step, **_reduce_terms(terms, env, device)}
-            if not math.isfinite(record["loss"]):
-                raise FloatingPointError(f"loss is {record['loss']} at step {step}; training diverged")
             record["lr"] = lrs[0]
             if len(lrs) > 1:
                 for i, (group, lr) in enumerate(zip(optimizer.param_groups, lrs, strict=True)):
@@ -244,6 +252,24 @@ def _fit(
         save_checkpoint(out_dir / "model.pt", model.state_dict())
     dist_utils.barrier(env)  # nobody leaves (and tears the group down) before rank 0 has written
     return TrainResult(model=model, history=history, metrics=metrics, start_step=start)
+
+
+@contextmanager
+def run_dir(name: str) -> Iterator[Path]:
+    """A scratch folder for one run's ``fit`` (checkpoints, history): removed when the run ends, except when
+    training diverged: then it is moved to ``runs/failed/<name>/`` (relative to the working directory, the
+    repository root for a stage) with the last good weights, and the error says where."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"{name}_"))
+    try:
+        yield tmp
+    except FloatingPointError as e:
+        kept = Path("runs") / "failed" / name
+        shutil.rmtree(kept, ignore_errors=True)
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(tmp), kept)
+        raise FloatingPointError(f"{e}; the run's folder is kept in {kept}") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextmanager
@@ -305,6 +331,13 @@ def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     if not cfg.amp or device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _non_finite(terms: Mapping[str, Tensor | float]) -> list[str]:
+    """The names of the loss terms that are NaN or infinite (checked every step, before the update)."""
+    values = torch.stack([torch.as_tensor(v).detach().float().reshape(()).cpu() for v in terms.values()])
+    finite = torch.isfinite(values)
+    return [] if bool(finite.all()) else [k for k, ok in zip(terms, finite.tolist(), strict=True) if not ok]
 
 
 def _reduce_terms(terms: Mapping[str, Tensor | float], env: DistEnv, device: torch.device) -> dict[str, float]:

@@ -1,0 +1,86 @@
+"""`vlrepro.verify`: the comparison of committed and re-run metrics, its tolerances, and what it says changed.
+
+The command end to end (a scratch clone re-running stages) is exercised on the smoke pipeline in
+tests/test_pipeline.py.
+"""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vlrepro.io import write_metrics
+from vlrepro.report.collect import collect
+from vlrepro.verify import changed_judgements, compare, forget
+
+GATE = {"paper": "SMCIM", "variant": "full", "metric": "acc", "control": "chance", "control_value": 0.25,
+        "rule": "times", "margin": 2.0}  # fmt: skip
+CLAIM = {"paper": "SMCIM", "claim": "full beats small", "metric": "acc", "variant": "full",
+         "reference_variant": "small", "higher_is_better": True}  # fmt: skip
+
+
+def runs(root: Path, values: dict[tuple[str, int], dict[str, float]], data: float | None = 10.0) -> Path:
+    """A metrics folder: stage ``s`` with ``{(variant, seed): metrics}``, and a seedless ``data`` stage."""
+    for (variant, seed), metrics in values.items():
+        gates = [{**GATE, "variant": variant}]
+        claims = [CLAIM] if variant == "full" else []
+        write_metrics(root / "s" / f"{variant}-{seed}.json", "s", metrics, variant, seed, claims=claims, gates=gates)
+    if data is not None:
+        write_metrics(root / "data.json", "data", {"n": data})
+    return root
+
+
+@pytest.fixture
+def committed(tmp_path: Path) -> Path:
+    return runs(tmp_path / "a", {("full", 0): {"acc": 0.5, "y": 1.0}, ("full", 1): {"acc": 0.6, "y": 1.0}})
+
+
+def test_a_bit_identical_rerun_is_all_same(committed: Path, tmp_path: Path) -> None:
+    again = runs(tmp_path / "b", {("full", 0): {"acc": 0.5, "y": 1.0}, ("full", 1): {"acc": 0.6, "y": 1.0}})
+    table = compare(collect(committed), collect(again))
+    assert len(table) == 5 and set(table["status"]) == {"same"} and (table["change"] == 0).all()
+
+
+def test_exact_mode_flags_any_change_and_missing_or_new_metrics(committed: Path, tmp_path: Path) -> None:
+    again = runs(tmp_path / "b", {("full", 0): {"acc": 0.5, "y": 1.0}, ("full", 1): {"acc": 0.61, "z": 2.0}})
+    table = compare(collect(committed), collect(again)).set_index(["file", "metric"])
+    assert table.loc[("s/full-0.json", "acc"), "status"] == "same"
+    moved = table.loc[("s/full-1.json", "acc")]
+    assert moved["status"] == "moved" and moved["change"] == pytest.approx(0.01) and moved["tolerance"] == 0
+    assert table.loc[("s/full-1.json", "y"), "status"] == "missing"
+    assert table.loc[("s/full-1.json", "z"), "status"] == "new"
+
+
+def test_across_machines_tolerance_is_twice_the_seed_spread(committed: Path, tmp_path: Path) -> None:
+    # acc over seeds: 0.5, 0.6 -> sample std 0.0707, tolerance 0.1414; y: std 0, tolerance 0.
+    # data.n has no seeds: 2 x the median relative spread of the seeded metrics (0.0707 / 0.55 and 0) x 10.
+    again = runs(tmp_path / "b", {("full", 0): {"acc": 0.64, "y": 1.0}, ("full", 1): {"acc": 0.6, "y": 1.001}},
+                 data=11.0)  # fmt: skip
+    table = compare(collect(committed), collect(again), across_machines=True).set_index(["file", "metric"])
+    acc = table.loc[("s/full-0.json", "acc")]
+    assert acc["tolerance"] == pytest.approx(2 * 0.1 / 2**0.5) and acc["status"] == "within"
+    assert table.loc[("s/full-1.json", "y"), "status"] == "moved"  # no spread, any change is beyond it
+    n = table.loc[("data.json", "n")]
+    assert n["tolerance"] == pytest.approx(2 * (0.1 / 2**0.5 / 0.55) / 2 * 10) and n["status"] == "within"
+
+
+def test_changed_gates_and_verdicts_are_named(tmp_path: Path) -> None:
+    before = runs(tmp_path / "a", {("full", s): {"acc": 0.9 + s / 100} for s in range(3)}
+                  | {("small", s): {"acc": [0.55, 0.58, 0.54][s]} for s in range(3)})  # fmt: skip
+    after = runs(tmp_path / "b", {("full", s): {"acc": 0.9 + s / 100} for s in range(3)}
+                 | {("small", s): {"acc": [0.45, 0.48, 0.44][s]} for s in range(3)})  # fmt: skip
+    assert changed_judgements(collect(before), collect(before), alpha=0.05) == []
+    lines = changed_judgements(collect(before), collect(after), alpha=0.05)
+    assert "gate s/small acc vs chance: passes -> fails" in lines
+    assert "claim SMCIM: full beats small (full vs small): reproduced -> not testable" in lines
+
+
+def test_forget_drops_named_stages_and_whole_families(tmp_path: Path) -> None:
+    lock = tmp_path / "dvc.lock"
+    stages = {"data": {}, "smcim@full-0": {}, "smcim@full-1": {}, "smcim_report": {}}
+    lock.write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}))
+    assert forget(lock, ["smcim", "data"]) == ["smcim@full-0", "smcim@full-1", "data"]
+    assert list(yaml.safe_load(lock.read_text())["stages"]) == ["smcim_report"]
+    with pytest.raises(ValueError, match="no stage 'nope'"):
+        forget(lock, ["nope"])
+    assert forget(lock, []) == ["smcim_report"] and yaml.safe_load(lock.read_text())["stages"] == {}

@@ -19,6 +19,7 @@ from vlrepro.config import ConfigError, find_params_file, load_params
 from vlrepro.io import atomic_write_text
 
 KERNEL = "vlrepro"
+STAGE_THREADS = 2  # intra-op threads of a notebook stage's kernel, whatever the machine (matrix runs use 1)
 
 
 def ensure_kernel() -> str:
@@ -80,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    # A fixed intra-op thread count (as `amc pretrain`): reductions are split by thread count, so the default,
+    # one thread per core, would give other numbers on a machine with more cores than the recording one's two.
+    os.environ["OMP_NUM_THREADS"] = str(STAGE_THREADS)
     run_notebook(args.notebook, Path.cwd(), params_file, dict(args.parameter))
     return 0
 

@@ -48,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "pretrain":
         # Alone in the pipeline, unlike the runs: two intra-op threads use a 2-core machine, and a fixed count
         # keeps the checkpoint the same on a machine with more cores (reductions split by thread count).
-        torch.set_num_threads(2)
         from vlrepro.amc.pretrain import pretrain_albef
+        from vlrepro.stage import STAGE_THREADS
+
+        torch.set_num_threads(STAGE_THREADS)
 
         m = pretrain_albef(P.amc, data, root / "checkpoints" / "pretrain", root / ALBEF_DIR, P.seed)  # type: ignore[attr-defined]
         itm, captions = m["val_itm_acc"], m["val_caption_itm_acc"]

@@ -69,7 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     root = params_file.parent
     if args.command == "features":
+        import torch
+
         from vlrepro.smcim.features import extract_all
+        from vlrepro.stage import STAGE_THREADS
+
+        torch.set_num_threads(STAGE_THREADS)  # as a notebook stage: the cached features do not depend on the core count
 
         data, pretrained = root / "data" / "world", root / "checkpoints" / "pretrain"
         seconds = extract_all(p, data, pretrained, root / FEATURES_DIR, P.seed)

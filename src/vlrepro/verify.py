@@ -14,7 +14,8 @@ Tolerance. On the same kind of machine with the same thread counts a re-run is b
 "Reproducing our numbers"), so by default every metric must come back exactly. ``--across-machines``
 treats a re-run on another CPU like another draw of the seed: a metric may move by up to two sample standard
 deviations of the committed seeds of the same stage, variant and metric; a metric without seeds (``data``,
-``pretrain``, single runs) by twice the median relative seed spread of all seeded metrics, times its value.
+``pretrain``, single runs) by twice the median relative seed spread of the seeded metrics that vary, times its
+value.
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ def tolerances(values: pd.DataFrame, across_machines: bool) -> pd.Series:
     groups = seeded.groupby(["stage", "variant", "metric"])["value"]
     spread = groups.std(ddof=1).dropna()
     relative = (spread / groups.mean().abs().reindex(spread.index)).replace([math.inf], float("nan")).dropna()
+    relative = relative[relative > 0]  # metrics that never vary (step counts, fixed controls) say nothing of noise
     fallback = 2 * float(relative.median()) if len(relative) else 0.0
     keys = pd.MultiIndex.from_frame(values[["stage", "variant", "metric"]])
     tol = pd.Series(2 * spread.reindex(keys).to_numpy(), index=values.index)

@@ -5,13 +5,14 @@ tests/test_pipeline.py.
 """
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
 from vlrepro.io import write_metrics
 from vlrepro.report.collect import collect
-from vlrepro.verify import changed_judgements, compare, forget
+from vlrepro.verify import changed_judgements, compare, forget_all, select
 
 GATE = {"paper": "SMCIM", "variant": "full", "metric": "acc", "control": "chance", "control_value": 0.25,
         "rule": "times", "margin": 2.0}  # fmt: skip
@@ -75,12 +76,13 @@ def test_changed_gates_and_verdicts_are_named(tmp_path: Path) -> None:
     assert "claim SMCIM: full beats small (full vs small): reproduced -> not testable" in lines
 
 
-def test_forget_drops_named_stages_and_whole_families(tmp_path: Path) -> None:
-    lock = tmp_path / "dvc.lock"
-    stages = {"data": {}, "smcim@full-0": {}, "smcim@full-1": {}, "smcim_report": {}}
-    lock.write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}))
-    assert forget(lock, ["smcim", "data"]) == ["smcim@full-0", "smcim@full-1", "data"]
-    assert list(yaml.safe_load(lock.read_text())["stages"]) == ["smcim_report"]
+def test_stages_are_selected_by_name_or_family_and_the_whole_lock_can_be_dropped(tmp_path: Path) -> None:
+    stages = [SimpleNamespace(addressing=a) for a in ("data", "smcim@full-0", "smcim@full-1", "smcim_report")]
+    assert [s.addressing for s in select(stages, ["smcim", "data", "smcim@full-1"])] == [
+        "smcim@full-0", "smcim@full-1", "data"]  # fmt: skip
     with pytest.raises(ValueError, match="no stage 'nope'"):
-        forget(lock, ["nope"])
-    assert forget(lock, []) == ["smcim_report"] and yaml.safe_load(lock.read_text())["stages"] == {}
+        select(stages, ["nope"])
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(yaml.safe_dump({"schema": "2.0", "stages": {"data": {}, "smcim@full-0": {}}}))
+    assert forget_all(lock) == ["data", "smcim@full-0"]
+    assert yaml.safe_load(lock.read_text()) == {"schema": "2.0", "stages": {}}

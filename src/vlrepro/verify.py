@@ -3,9 +3,9 @@
 1. Clones the repository's last commit into ``.dvc/tmp/verify/<time>/`` (uncommitted edits are not what is
    verified), lets the clone use this repository's DVC cache and checks out the recorded data, features and
    checkpoints there.
-2. Forgets the named stages' records in the clone's ``dvc.lock`` (every stage's when none is named; a matrix
-   family such as ``smcim`` names all its runs) and runs them as ``make repro`` would: the matrix runner, then
-   ``dvc repro``.
+2. Re-runs there either the whole pipeline (every record dropped from the clone's ``dvc.lock``, then the matrix
+   runner and ``dvc repro``, as ``make repro``), or only the named stages (a matrix family such as ``smcim``
+   names all its runs) on the recorded outputs of the stages before them.
 3. Compares every number in the clone's ``reports/metrics/`` with the committed files, evaluates the learning
    gates and the claims ledger on both, and prints what moved, by how much, and which gate or verdict would
    change. Exit status 1 when a metric moved beyond its tolerance or went missing.
@@ -32,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from vlrepro.matrix import ONE_THREAD
 from vlrepro.report.claims import claims_ledger
 from vlrepro.report.collect import Collection, collect
 from vlrepro.report.gates import evaluate_gates
@@ -40,12 +41,16 @@ METRICS = Path("reports") / "metrics"
 KEY = ["file", "metric"]
 
 
-def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+def _env(work: Path) -> dict[str, str]:
     # A stage's `python` is this interpreter (its environment has the dependencies), importing the clone's own
     # `src/` before the editable install of this checkout: the committed code is what is verified.
-    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-           "PYTHONPATH": os.pathsep.join([str(cwd / "src"), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
-    return subprocess.run(cmd, cwd=cwd, env=env, check=check, text=True)
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    python_path = os.pathsep.join([str(work / "src"), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PATH": path, "PYTHONPATH": python_path}
+
+
+def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, env=_env(cwd), check=check, text=True)
 
 
 def scratch_clone(root: Path) -> Path:
@@ -60,33 +65,63 @@ def scratch_clone(root: Path) -> Path:
     return work
 
 
-def forget(lock_file: Path, names: list[str]) -> list[str]:
-    """Drop the named stages (``family`` drops every ``family@...`` run) from ``dvc.lock``; all when ``names`` is
-    empty. Returns the dropped stage names; an unknown name is an error."""
+def forget_all(lock_file: Path) -> list[str]:
+    """Drop every stage's record from ``dvc.lock``, so that the pipeline runs again; returns their names."""
     lock = yaml.safe_load(lock_file.read_text()) if lock_file.exists() else {}
-    stages: dict = lock.get("stages", {})
-    if not names:
-        dropped = list(stages)
-    else:
-        dropped = []
-        for name in names:
-            hit = [s for s in stages if s == name or s.startswith(f"{name}@")]
-            if not hit:
-                raise ValueError(f"dvc.lock has no stage {name!r} (stages: {', '.join(sorted(stages))})")
-            dropped += hit
-    lock["stages"] = {s: v for s, v in stages.items() if s not in dropped}
-    lock_file.write_text(yaml.safe_dump(lock, sort_keys=False))
-    return dropped
+    names = list(lock.get("stages", {}))
+    lock_file.write_text(yaml.safe_dump({**lock, "stages": {}}, sort_keys=False))
+    return names
 
 
-def rerun(work: Path, dropped: list[str], jobs: int) -> None:
-    """Run the dropped stages in ``work``: matrix families through the runner, the others with ``dvc repro``."""
-    families = sorted({s.partition("@")[0] for s in dropped if "@" in s})
-    if families:
-        _run([sys.executable, "-m", "vlrepro.matrix", *families, "--jobs", str(jobs)], work)
-    singles = [s for s in dropped if "@" not in s]
-    if singles:
-        _run([sys.executable, "-m", "dvc", "repro", *singles], work)
+def select(stages: list, names: list[str]) -> list:
+    """The named stages (``family`` names every ``family@...`` run); an unknown name is an error."""
+    chosen = []
+    for name in names:
+        hit = [s for s in stages if s.addressing == name or s.addressing.startswith(f"{name}@")]
+        if not hit:
+            raise ValueError(f"dvc.yaml has no stage {name!r} (stages: {', '.join(s.addressing for s in stages)})")
+        chosen += [s for s in hit if s not in chosen]
+    return chosen
+
+
+def rerun_pipeline(work: Path, jobs: int) -> None:
+    """Everything, as ``make repro`` does: the matrix runner, then ``dvc repro``."""
+    _run([sys.executable, "-m", "vlrepro.matrix", "--jobs", str(jobs)], work)
+    _run([sys.executable, "-m", "dvc", "repro"], work)
+
+
+def rerun_stages(work: Path, stages: list, jobs: int) -> None:
+    """Run the given stages' commands on the recorded inputs, ``jobs`` at a time (matrix runs with one thread).
+
+    DVC is bypassed on purpose: upstream stages are not re-run (their recorded outputs are the inputs), even
+    when the committed ``dvc.lock`` is older than the code. Each stage's outputs are deleted first, as
+    ``dvc repro`` does, so that nothing is resumed from the recorded run.
+    """
+    logs = work / ".dvc" / "tmp" / "verify-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    base = _env(work)
+    pending, running = list(stages), {}
+    while pending or running:
+        while pending and len(running) < jobs:
+            stage = pending.pop(0)
+            for out in stage.outs:
+                path = work / out.def_path
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            env = {**base, **ONE_THREAD} if "@" in stage.addressing else base
+            log = open(logs / f"{stage.addressing}.log", "w")  # noqa: SIM115  # closed when the process ends
+            proc = subprocess.Popen(stage.cmd, shell=True, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+            running[stage.addressing] = (proc, log, time.perf_counter())
+        time.sleep(0.5)
+        for name, (proc, log, t0) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            log.close()
+            del running[name]
+            if proc.returncode:
+                for other, _, _ in running.values():
+                    other.kill()
+                raise subprocess.CalledProcessError(proc.returncode, f"{name} (log: {log.name})")
+            print(f"{name}: done in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
 def tolerances(values: pd.DataFrame, across_machines: bool) -> pd.Series:
@@ -163,17 +198,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     work = scratch_clone(root)
+    committed = collect(work / METRICS)  # the clone holds exactly the committed files
+    t0 = time.perf_counter()
     try:
-        dropped = forget(work / "dvc.lock", args.stages)
+        if args.stages:
+            from dvc.repo import Repo
+
+            stages = select(list(Repo(str(work)).index.stages), args.stages)
+            print(f"verify: re-running {len(stages)} stage(s) in {work}", flush=True)
+            rerun_stages(work, stages, max(1, args.jobs))
+        else:
+            dropped = forget_all(work / "dvc.lock")
+            print(f"verify: re-running the pipeline ({len(dropped)} stages) in {work}", flush=True)
+            rerun_pipeline(work, max(1, args.jobs))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         shutil.rmtree(work)
         return 2
-    committed = collect(work / METRICS)  # the clone holds exactly the committed files
-    print(f"verify: re-running {len(dropped)} stage(s) in {work}", flush=True)
-    t0 = time.perf_counter()
-    try:
-        rerun(work, dropped, max(1, args.jobs))
     except subprocess.CalledProcessError as e:
         print(f"error: the re-run failed ({e}); the clone is kept in {work}", file=sys.stderr)
         return 1

@@ -77,8 +77,8 @@ def test_changed_gates_and_verdicts_are_named(tmp_path: Path) -> None:
 
 
 def test_stages_are_selected_by_name_or_family_and_the_whole_lock_can_be_dropped(tmp_path: Path) -> None:
-    stages = [SimpleNamespace(addressing=a) for a in ("data", "smcim@full-0", "smcim@full-1", "smcim_report")]
-    assert [s.addressing for s in select(stages, ["smcim", "data", "smcim@full-1"])] == [
+    stages = [SimpleNamespace(name=a) for a in ("data", "smcim@full-0", "smcim@full-1", "smcim_report")]
+    assert [s.name for s in select(stages, ["smcim", "data", "smcim@full-1"])] == [
         "smcim@full-0", "smcim@full-1", "data"]  # fmt: skip
     with pytest.raises(ValueError, match="no stage 'nope'"):
         select(stages, ["nope"])

@@ -77,9 +77,9 @@ def select(stages: list, names: list[str]) -> list:
     """The named stages (``family`` names every ``family@...`` run); an unknown name is an error."""
     chosen = []
     for name in names:
-        hit = [s for s in stages if s.addressing == name or s.addressing.startswith(f"{name}@")]
+        hit = [s for s in stages if s.name == name or s.name.startswith(f"{name}@")]
         if not hit:
-            raise ValueError(f"dvc.yaml has no stage {name!r} (stages: {', '.join(s.addressing for s in stages)})")
+            raise ValueError(f"dvc.yaml has no stage {name!r} (stages: {', '.join(s.name for s in stages)})")
         chosen += [s for s in hit if s not in chosen]
     return chosen
 
@@ -107,10 +107,10 @@ def rerun_stages(work: Path, stages: list, jobs: int) -> None:
             for out in stage.outs:
                 path = work / out.def_path
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-            env = {**base, **ONE_THREAD} if "@" in stage.addressing else base
-            log = open(logs / f"{stage.addressing}.log", "w")  # noqa: SIM115  # closed when the process ends
+            env = {**base, **ONE_THREAD} if "@" in stage.name else base
+            log = open(logs / f"{stage.name}.log", "w")  # noqa: SIM115  # closed when the process ends
             proc = subprocess.Popen(stage.cmd, shell=True, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
-            running[stage.addressing] = (proc, log, time.perf_counter())
+            running[stage.name] = (proc, log, time.perf_counter())
         time.sleep(0.5)
         for name, (proc, log, t0) in list(running.items()):
             if proc.poll() is None:

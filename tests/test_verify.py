@@ -31,20 +31,25 @@ def runs(root: Path, values: dict[tuple[str, int], dict[str, float]], data: floa
     return root
 
 
+COMMITTED = {("full", 0): {"acc": 0.5, "y": 1.0, "seconds": 7.0}, ("full", 1): {"acc": 0.6, "y": 1.0}}
+
+
 @pytest.fixture
 def committed(tmp_path: Path) -> Path:
-    return runs(tmp_path / "a", {("full", 0): {"acc": 0.5, "y": 1.0}, ("full", 1): {"acc": 0.6, "y": 1.0}})
+    return runs(tmp_path / "a", COMMITTED)
 
 
 def test_a_bit_identical_rerun_is_all_same(committed: Path, tmp_path: Path) -> None:
-    again = runs(tmp_path / "b", {("full", 0): {"acc": 0.5, "y": 1.0}, ("full", 1): {"acc": 0.6, "y": 1.0}})
+    again = runs(tmp_path / "b", COMMITTED)
     table = compare(collect(committed), collect(again))
-    assert len(table) == 5 and set(table["status"]) == {"same"} and (table["change"] == 0).all()
+    assert len(table) == 6 and set(table["status"]) == {"same"} and (table["change"] == 0).all()
 
 
 def test_exact_mode_flags_any_change_and_missing_or_new_metrics(committed: Path, tmp_path: Path) -> None:
-    again = runs(tmp_path / "b", {("full", 0): {"acc": 0.5, "y": 1.0}, ("full", 1): {"acc": 0.61, "z": 2.0}})
+    again = runs(tmp_path / "b", {("full", 0): {"acc": 0.5, "y": 1.0, "seconds": 9.0},
+                                  ("full", 1): {"acc": 0.61, "z": 2.0}})  # fmt: skip
     table = compare(collect(committed), collect(again)).set_index(["file", "metric"])
+    assert table.loc[("s/full-0.json", "seconds"), "status"] == "timing"  # wall time: shown, not compared
     assert table.loc[("s/full-0.json", "acc"), "status"] == "same"
     moved = table.loc[("s/full-1.json", "acc")]
     assert moved["status"] == "moved" and moved["change"] == pytest.approx(0.01) and moved["tolerance"] == 0
@@ -55,8 +60,8 @@ def test_exact_mode_flags_any_change_and_missing_or_new_metrics(committed: Path,
 def test_across_machines_tolerance_is_twice_the_seed_spread(committed: Path, tmp_path: Path) -> None:
     # acc over seeds: 0.5, 0.6 -> sample std 0.0707, tolerance 0.1414; y: std 0, tolerance 0.
     # data.n has no seeds: 2 x the median relative spread of the seeded metrics that vary (0.0707 / 0.55) x 10.
-    again = runs(tmp_path / "b", {("full", 0): {"acc": 0.64, "y": 1.0}, ("full", 1): {"acc": 0.6, "y": 1.001}},
-                 data=11.0)  # fmt: skip
+    seeds = {("full", 0): {**COMMITTED["full", 0], "acc": 0.64}, ("full", 1): {"acc": 0.6, "y": 1.001}}
+    again = runs(tmp_path / "b", seeds, data=11.0)
     table = compare(collect(committed), collect(again), across_machines=True).set_index(["file", "metric"])
     acc = table.loc[("s/full-0.json", "acc")]
     assert acc["tolerance"] == pytest.approx(2 * 0.1 / 2**0.5) and acc["status"] == "within"

@@ -8,7 +8,8 @@
    names all its runs) on the recorded outputs of the stages before them.
 3. Compares every number in the clone's ``reports/metrics/`` with the committed files, evaluates the learning
    gates and the claims ledger on both, and prints what moved, by how much, and which gate or verdict would
-   change. Exit status 1 when a metric moved beyond its tolerance or went missing.
+   change. Exit status 1 when a metric moved beyond its tolerance or went missing (wall-clock times, such as
+   a run's ``seconds``, are shown but never compared).
 
 Tolerance. On the same kind of machine with the same thread counts a re-run is bit-identical (README,
 "Reproducing our numbers"), so by default every metric must come back exactly. ``--across-machines``
@@ -39,6 +40,7 @@ from vlrepro.report.gates import evaluate_gates
 
 METRICS = Path("reports") / "metrics"
 KEY = ["file", "metric"]
+TIMING = {"seconds"}  # metric names that are wall-clock times
 
 
 def _env(work: Path) -> dict[str, str]:
@@ -139,9 +141,15 @@ def tolerances(values: pd.DataFrame, across_machines: bool) -> pd.Series:
     return tol.fillna(values["value"].abs() * fallback)
 
 
+def is_timing(metric: str) -> bool:
+    """Wall-clock figures (``seconds``) measure the machine, not the result: shown, never a failure."""
+    return metric.rsplit(".", 1)[-1] in TIMING
+
+
 def compare(committed: Collection, again: Collection, across_machines: bool = False) -> pd.DataFrame:
     """One row per (file, metric) of either collection: committed and re-run value, change, tolerance and
-    ``status`` (``same``, ``within`` tolerance, ``moved`` beyond it, ``missing`` from the re-run, ``new``)."""
+    ``status`` (``same``, ``within`` tolerance, ``moved`` beyond it, ``missing`` from the re-run, ``new``, or
+    ``timing`` for a wall-clock figure that changed)."""
     a = committed.values.assign(tolerance=tolerances(committed.values, across_machines))
     table = a[[*KEY, "value", "tolerance"]].merge(
         again.values[[*KEY, "value"]], on=KEY, how="outer", suffixes=("_committed", "_rerun"), indicator=True
@@ -150,6 +158,7 @@ def compare(committed: Collection, again: Collection, across_machines: bool = Fa
     exact = table["value_rerun"] == table["value_committed"]
     status = pd.Series("moved", index=table.index)
     status[table["change"].abs() <= table["tolerance"]] = "within"
+    status[table["metric"].map(is_timing)] = "timing"
     status[exact] = "same"
     status[table["_merge"] == "left_only"] = "missing"
     status[table["_merge"] == "right_only"] = "new"

@@ -39,7 +39,10 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def _dvc(*args: str, root: Path) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
+    # Its own session: a runner killed with its process group (Ctrl-C, kill -9) does not cut a `dvc commit`
+    # short half-way through writing dvc.lock.
+    out = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True,
+                         start_new_session=True)  # fmt: skip
     if out.returncode:
         raise RuntimeError(f"dvc {' '.join(args)} failed:\n{out.stdout}{out.stderr}")
     return out

@@ -203,9 +203,9 @@ def test_a_killed_repro_resumes_without_redoing_finished_runs_and_ends_with_the_
     running = work / "reports" / "notebooks" / ".30_smcim.running.ipynb"
     _kill_when(["dvc", "repro", "smcim_report"], work, env, running.exists)
     sh("dvc", "repro", "smcim_report", cwd=work, env=env)
-    assert "up to date" in sh("dvc", "status", "smcim", "smcim_report", cwd=work, env=env).stdout
+    assert "up to date" in sh("dvc", "status", "smcim", "smcim_report", cwd=work, env=env)
     table = compare(before, collect(work / "reports" / "metrics"))
-    assert set(table["status"]) == {"same"}, table[table["status"] != "same"]
+    assert set(table["status"]) <= {"same", "timing"}, table[~table["status"].isin(["same", "timing"])]
 
 
 @pytest.mark.pipeline
@@ -217,7 +217,8 @@ def test_verify_finds_a_clean_rerun_identical_and_flags_an_edited_metric(smoke_r
     out = sh(sys.executable, "-m", "vlrepro.verify", "--jobs", "2", cwd=work, env=env)  # the whole smoke pipeline
     print(f"\nmake verify (smoke profile): {time.perf_counter() - t0:.0f} s")
     summary = next(line for line in out.splitlines() if line.startswith("verify: ") and "metrics in" in line)
-    assert summary.endswith(" same") and "," not in summary.split(":")[-1], summary  # every metric identical
+    counts = {status: int(n) for n, status in (part.split() for part in summary.split(": ")[-1].split(", "))}
+    assert set(counts) <= {"same", "timing"} and counts["same"] > 0, summary  # identical but for wall-clock times
     # a committed number that the code does not produce any more is caught
     path = work / "reports" / "metrics" / "smcim" / "full-0.json"
     doc = json.loads(path.read_text())

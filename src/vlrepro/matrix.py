@@ -48,6 +48,12 @@ def _dvc(*args: str, root: Path) -> subprocess.CompletedProcess:
     return out
 
 
+def stage_env() -> dict[str, str]:
+    """The environment for a stage's command: its `python` is this interpreter (whose environment has vlrepro),
+    even when no virtual environment was activated."""
+    return {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+
+
 def matrix_stages(stages: list, families: list[str] | None = None) -> dict[str, list]:
     """``{family: [stage, ...]}`` of the matrix stages among dvc.yaml's ``stages`` (``family@item``), in file
     order."""
@@ -117,19 +123,16 @@ def out_of_date(root: Path, names: list[str]) -> list[str]:
 
 def run_family(root: Path, family: str, stages: list, every: list, jobs: int) -> list[str]:
     """Run the out-of-date runs of one family (``every``: all of dvc.yaml's stages); returns the failed ones."""
-    # A stage's `python` is this interpreter (its environment has vlrepro) even when no venv was activated.
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     before = upstream(stages, every)
     if before:
         print(f"{family}: dvc repro {' '.join(before)}", flush=True)
-        subprocess.run([sys.executable, "-m", "dvc", "repro", *before], cwd=root, check=True,
-                       env={**os.environ, "PATH": path})  # fmt: skip
+        subprocess.run([sys.executable, "-m", "dvc", "repro", *before], cwd=root, check=True, env=stage_env())
     todo = out_of_date(root, [s.addressing for s in stages])
     by_name = {s.addressing: s for s in stages}
     print(f"{family}: {len(todo)} of {len(stages)} runs to do, {jobs} at a time", flush=True)
     logs = root / ".dvc" / "tmp" / "matrix"
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **ONE_THREAD, "PATH": path}
+    env = {**stage_env(), **ONE_THREAD}
     running: dict[str, tuple[subprocess.Popen, float, dict]] = {}
     failed: list[str] = []
     bar = tqdm(total=len(todo), desc=family, unit="run")

@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from vlrepro.matrix import ONE_THREAD
+from vlrepro.matrix import ONE_THREAD, stage_env
 from vlrepro.report.claims import claims_ledger
 from vlrepro.report.collect import Collection, collect
 from vlrepro.report.gates import evaluate_gates
@@ -44,11 +44,8 @@ TIMING = {"seconds"}  # metric names that are wall-clock times
 
 
 def _env(work: Path) -> dict[str, str]:
-    # A stage's `python` is this interpreter (its environment has the dependencies), importing the clone's own
-    # `src/` before the editable install of this checkout: the committed code is what is verified.
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    python_path = os.pathsep.join([str(work / "src"), os.environ.get("PYTHONPATH", "")])
-    return {**os.environ, "PATH": path, "PYTHONPATH": python_path}
+    # The clone's own `src/` comes before the editable install of this checkout: the committed code is verified.
+    return {**stage_env(), "PYTHONPATH": os.pathsep.join([str(work / "src"), os.environ.get("PYTHONPATH", "")])}
 
 
 def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

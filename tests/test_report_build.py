@@ -9,6 +9,7 @@ import statistics
 
 import pandas as pd
 import pytest
+from scipy import stats
 
 from vlrepro.io import write_metrics
 from vlrepro.report import GATE_COLUMNS, LEDGER_COLUMNS, PAPERS, build_report
@@ -113,24 +114,39 @@ def test_report_sections(built):
     _, out, _ = built
     md = (out / "REPORT.md").read_text()
     assert md.startswith("# Test report\n")
-    for heading in (
-        "## How these numbers were produced",
-        "## Our results",
-        "### Stage `data`",
-        "### Stage `amc`",
-        "## Learning gates",
-        "### Gates of stage `amc`",
-        "## Claims ledger",
-        "## Paper-reported numbers",
-        *(f"### {p}" for p in PAPERS),
-    ):
-        assert f"\n{heading}\n" in md, heading
-    assert (
-        md.index("## Our results")
-        < md.index("## Learning gates")
-        < md.index("## Claims ledger")
-        < md.index("## Paper-reported numbers")
-    )
+    paper_headings = (
+        "### What the paper claims", "### Did the models learn? Learning gates", "### Claims",
+        "### Our numbers beside the paper's", "### Figures", "### All evaluation metrics", "#### Stage `amc`",
+        "### Caveats",
+    )  # fmt: skip
+    amc = section(md, "## AMC")
+    positions = [amc.index(f"\n{h}\n") for h in paper_headings]
+    assert positions == sorted(positions)  # every paper section in the same order
+    top = ["## Summary", *(f"## {p}" for p in PAPERS), "## Appendix: data",
+           "## Appendix: how these numbers were produced", "## Appendix: paper-reported numbers"]  # fmt: skip
+    positions = [md.index(f"\n{h}\n") for h in top]
+    assert positions == sorted(positions)
+    assert "### Stage `data`" in section(md, "## Appendix: data")
+    for paper in PAPERS[1:]:  # the fixture only ran AMC's stage
+        assert "No runs of this paper's stages yet." in section(md, f"## {paper}")
+
+
+def test_summary_table_counts_verdicts_and_gates_per_paper(built):
+    _, out, _ = built
+    md = (out / "REPORT.md").read_text()
+    header, rows = md_table(section(md, "## Summary"))
+    assert header == [
+        "paper", "reproduced", "not reproduced", "inconclusive", "not testable", "learning gates passed",
+        "profile and data", "wall time",
+    ]  # fmt: skip
+    by_paper = {r[0]: r for r in rows}
+    assert list(by_paper) == list(PAPERS)
+    assert by_paper["AMC"][1:6] == ["2", "1", "1", "0", "2 of 2"]
+    assert by_paper["AMC"][6].startswith("default: world `vg` regions")
+    assert by_paper["AMC"][7] == "not recorded"  # no run of the fixture writes `seconds`
+    assert by_paper["SMCIM"][1:6] == ["0", "0", "0", "0", "none defined"] and by_paper["SMCIM"][7] == "no runs yet"
+    html = (out / "report.html").read_text()
+    assert '<table class="dataframe" id="summary">' in html and '<nav id="toc">' in html
 
 
 def md_table(text):
@@ -149,13 +165,14 @@ def test_data_stage_table_is_pivoted(built):
     _, out, _ = built
     data = section((out / "REPORT.md").read_text(), "### Stage `data`")
     header, rows = md_table(data)
-    assert header == ["metric", "image_only", "largest", "n_images", "random"]
+    assert header == ["metric", "image_only", "largest", "random"]  # n_images: a size, listed under the table
     # rows sorted component by component: refcoco < refcoco+, testA < val; the top-level metric first
     assert [r[0] for r in rows] == [
-        "(top level)", "baselines.refcoco.testA", "baselines.refcoco.val", "baselines.refcoco+.val",
+        "baselines.refcoco.testA", "baselines.refcoco.val", "baselines.refcoco+.val",
     ]  # fmt: skip
     # every cell independently from the nested dict: row = path minus last key, column = last key
     expected = {(".".join(path[:-1]) or "(top level)", path[-1]): f"{v:.4g}" for path, v in leaves(DATA)}
+    assert expected.pop(("(top level)", "n_images")) == "120" and "- `(top level)`: n_images = 120" in data
     got = {(r[0], col): cell for r in rows for col, cell in zip(header[1:], r[1:], strict=True) if cell}
     assert got == expected
     assert "![data metrics](report_figures/data.png)" in data
@@ -163,7 +180,7 @@ def test_data_stage_table_is_pivoted(built):
 
 def test_variant_stage_table_has_a_row_per_prefix_and_variant(built):
     _, out, _ = built
-    header, rows = md_table(section((out / "REPORT.md").read_text(), "### Stage `amc`"))
+    header, rows = md_table(section((out / "REPORT.md").read_text(), "#### Stage `amc`"))
     assert header == ["metric", "variant", "n", "deletion", "noisy", "pointing"]
     assert [tuple(r[:3]) for r in rows] == [
         ("(top level)", "amc", "3"), ("(top level)", "no_amc", "3"), ("cub", "amc", "3"),
@@ -177,17 +194,30 @@ def test_variant_stage_table_has_a_row_per_prefix_and_variant(built):
     assert set(cells.values()) == {""}  # no other metric exists
 
 
-def test_paper_numbers_are_separate_and_sourced(built):
+def test_paper_numbers_are_sourced_and_only_in_columns_marked_paper(built):
     _, out, _ = built
     md = (out / "REPORT.md").read_text()
-    ours = md[: md.index("## Paper-reported numbers")]
-    papers = section(md, "## Paper-reported numbers")
-    assert "86.49" in section(papers, "### AMC") and "86.49" not in ours
-    assert "paper abstract" in section(papers, "### AMC")
-    assert "TransVG README" in section(papers, "### SMCIM") and "not available" in section(papers, "### SMCIM")
-    assert "MMDetection re-run" in section(papers, "### GLIP")
-    assert "0.693 ± 0.002" in section(papers, "### ALA")
-    assert "Table 3" in section(papers, "### BLIP")
+    papers = section(md, "## Appendix: paper-reported numbers")
+    assert "86.49" in section(papers, "### Reported for AMC")
+    assert "paper abstract" in section(papers, "### Reported for AMC")
+    assert "TransVG README" in section(papers, "### Reported for SMCIM")
+    assert "not available" in section(papers, "### Reported for SMCIM")
+    assert "MMDetection re-run" in section(papers, "### Reported for GLIP")
+    assert "0.693 ± 0.002" in section(papers, "### Reported for ALA")
+    assert "Table 3" in section(papers, "### Reported for BLIP")
+
+    amc = section(md, "## AMC")
+    header, rows = md_table(section(amc, "### Our numbers beside the paper's"))
+    table = {r[0]: dict(zip(header, r, strict=True)) for r in rows}
+    assert table["AMC"]["our variant"] == "amc" and table["ALBEF"]["our variant"] == "baseline"
+    assert table["AMC"]["paper: Flickr30k Entities pointing accuracy"] == "86.49 %"
+    assert table["AMC"]["paper: RefCOCO+ testA pointing accuracy"] == "80.34 %"
+    pointing = [r[0] for r in AMC_RUNS["amc"].values()]
+    assert table["AMC"]["ours (world): refcoco+.testA.pointing"] == expected_cell(pointing) + " (n=3)"
+    assert table["AMC"]["ours (world): flickr.test.pointing"] == "—"  # the fixture has no flickr metric
+    assert table["ALBEF"]["ours (world): refcoco+.testA.pointing"] == "—"  # nor a `baseline` variant
+    outside = amc.replace(section(amc, "### Our numbers beside the paper's"), "")
+    assert "86.49" not in outside and "86.49" not in section(md, "## Summary")
 
 
 def test_claims_csv(built):
@@ -208,10 +238,16 @@ def test_claims_csv(built):
     assert row["reference_std"] == pytest.approx(statistics.stdev(ref), rel=1e-5)
     assert row["n_seeds"] == 3 and row["test"].startswith("paired t-test")  # both variants ran seeds 0, 1, 2
     assert list(ledger["gates"]) == ["passed"] * len(CLAIMS)
-    md = (out / "REPORT.md").read_text()
-    claims_md = section(md, "## Claims ledger")
-    assert all(f"| {c} " in claims_md for c in EXPECTED_VERDICTS)
-    assert "not testable: 0" in claims_md
+    amc = section((out / "REPORT.md").read_text(), "## AMC")
+    header, rows = md_table(section(amc, "### Claims"))
+    assert {r[0]: r[header.index("verdict")] for r in rows} == EXPECTED_VERDICTS
+    assert "Claims: 2 reproduced, 1 not reproduced, 1 inconclusive, 0 not testable." in amc
+    # the effect size: the difference of means and its 95 % interval, against scipy's own interval
+    interval = stats.ttest_rel(ours, ref).confidence_interval(0.95)
+    assert row["difference"] == pytest.approx(statistics.mean(ours) - statistics.mean(ref), rel=1e-5)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((interval.low, interval.high), rel=1e-5)
+    cell = {r[0]: r[header.index("difference [95 % CI]")] for r in rows}["AMC improves pointing"]
+    assert cell == f"{row['difference']:.4g} [{row['ci_low']:.4g}, {row['ci_high']:.4g}]"
 
 
 def test_gates_csv_and_table(built):
@@ -224,7 +260,8 @@ def test_gates_csv_and_table(built):
         assert row["value"] == pytest.approx(pointing, rel=1e-5)
         assert (row["control_value"], row["bar"], row["n_seeds"]) == pytest.approx((0.25, 0.5, 3))
         assert row["passed"]
-    header, rows = md_table(section((out / "REPORT.md").read_text(), "### Gates of stage `amc`"))
+    amc = section((out / "REPORT.md").read_text(), "## AMC")
+    header, rows = md_table(section(amc, "### Did the models learn? Learning gates"))
     assert header == ["variant", "metric", "value", "control", "control value", "bar", "passed"]
     assert rows == [
         ["amc", "refcoco+.testA.pointing", "0.82", "chance", "0.25", "0.5 (2 × control)", "yes"],
@@ -263,8 +300,8 @@ def test_data_stage_alone_and_stale_figures_removed(tmp_path):
     result = build_report(metrics, out, "t", 0.05)
     assert result["stages"] == ["data"] and result["verdicts"] == {v: 0 for v in result["verdicts"]}
     assert sorted(p.name for p in (out / "report_figures").iterdir()) == ["data.png"]
-    assert "No stage has stated a claim yet." in (out / "REPORT.md").read_text()
-    assert "No stage has defined a learning gate yet" in (out / "REPORT.md").read_text()
+    md = (out / "REPORT.md").read_text()
+    assert all("No runs of this paper's stages yet." in section(md, f"## {p}") for p in PAPERS)
     assert (out / "claims.csv").read_text().splitlines()[0].startswith("paper,claim,metric,")
     assert (out / "gates.csv").read_text() == ",".join(GATE_COLUMNS) + "\n"
 
@@ -361,10 +398,10 @@ def test_a_stages_own_figures_are_shown_under_it_and_linked_in_place(tmp_path):
     build_report(metrics, out, "t", 0.05, stage_figures_dir=figures)
 
     md = (out / "REPORT.md").read_text()
-    amc_section = md.split("### Stage `amc`")[1].split("## Claims ledger")[0]
-    assert "../figures/amc_curve.png" in amc_section and "data_samples" not in amc_section
+    amc_figures = section(section(md, "## AMC"), "### Figures")
+    assert "../figures/amc_curve.png" in amc_figures and "data_samples" not in amc_figures
     assert "amcx_other" not in md
-    assert "../figures/data_samples.png" in md.split("### Stage `amc`")[0]
+    assert "../figures/data_samples.png" in section(md, "## Appendix: data")
     html = (out / "report.html").read_text()
     assert base64.b64encode(png).decode() in html
     assert not (out / "figures").exists()  # linked in place, not copied

@@ -187,16 +187,18 @@ def test_not_testable_is_a_verdict_and_counted_by_the_report(tmp_path):
     assert result["verdicts"] == {"reproduced": 0, "not reproduced": 0, "inconclusive": 0, "not testable": 1}
     assert list(pd.read_csv(tmp_path / "out" / "gates.csv")["passed"]) == [True, False]
     md = (tmp_path / "out" / "REPORT.md").read_text()
-    gates_md = md[md.index("### Gates of stage `smcim`") : md.index("## Claims ledger")]
+    smcim = md[md.index("\n## SMCIM\n") : md.index("\n## GLIP\n")]
+    gates_md = smcim[smcim.index("### Did the models learn?") : smcim.index("### Claims")]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in gates_md.splitlines() if line.startswith("|")]
     assert rows[0] == ["variant", "metric", "value", "control", "control value", "bar", "passed"]
     assert rows[2:] == [
         ["full", ACC, "0.62", "random scene object's box", "0.21", "0.42 (2 × control)", "yes"],
         ["transformer", ACC, "0.51", "random scene object's box", "0.21", "0.63 (3 × control)", "NO"],
     ]
-    assert "1 of 2 gates passed" in md
-    claims_md = md[md.index("## Claims ledger") :]
-    assert "not testable: 1" in claims_md and "failed: transformer" in claims_md
+    assert "Learning gates passed: 1 of 2." in smcim and "0 reproduced" in smcim and "1 not testable" in smcim
+    claims_md = smcim[smcim.index("### Claims") :]
+    assert "| not testable " in claims_md and "failed: transformer" in claims_md
+    assert "Variants below a learning gate: transformer" in smcim  # said again among the caveats
 
 
 # --- malformed rows: an error naming the file and the key -------------------------------------------------

@@ -10,9 +10,9 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_hex
 
-from vlrepro.report.build import stage_table
 from vlrepro.report.collect import NO_VARIANT, VALUE_COLUMNS, prefix_key, split_metric, summarize
 from vlrepro.report.figures import UNIT_SCALE, Panel, draw_stage, layout
+from vlrepro.report.tables import stage_table
 
 
 def frame(runs):

@@ -4,12 +4,16 @@
 the modules each do one job:
 
 - ``references``: load and validate ``references.yaml`` (paper-reported numbers with sources);
+- ``papers``: load and validate ``papers.yaml`` (per paper: its claims, data, caveats, stages, and how our main
+  numbers line up with its tables);
 - ``collect``: read every metrics JSON into a tidy DataFrame and aggregate over seeds;
 - ``gates``: learning gates, the evidence that a variant learned (``reports/gates.csv``);
 - ``claims``: the claim row format, the one-sided t-test (paired or Welch) and the ledger (``reports/claims.csv``);
   a claim whose variants have not passed their gates is ``not testable``;
 - ``figures``: one grouped bar chart per stage, quantities in [0, 1] on one shared x scale;
-- ``render``: the same blocks as Markdown and as self-contained HTML;
+- ``tables``: the tables as formatted DataFrames (stage metrics, gates, claims with effect sizes, main tables);
+- ``sections``: the document in reading order (summary, one section per paper, appendices);
+- ``render``: the same blocks as Markdown and as self-contained HTML (with a table of contents);
 - ``build``: put it together and write the files atomically.
 """
 

@@ -62,6 +62,11 @@ Otherwise the test decides (the same rule for both tests):
 In ``claims.csv`` ``n_seeds`` is the smaller of the two sides' seed counts (the one that limits the test);
 ``n_ours`` and ``n_reference`` give both. Means and stds are over seeds (sample std, ddof=1).
 
+Effect size: ``difference`` = mean of ours − mean of the reference (the raw difference, without the margin),
+and ``ci_low`` / ``ci_high`` its two-sided 95 % confidence interval from the same t distribution the test
+uses: the per-seed differences' (paired, n − 1 degrees of freedom) or Welch's (Welch–Satterthwaite degrees
+of freedom). With fewer than 2 seeds on a side there is no interval (NaN); with zero spread it is the point.
+
 When the spread the test divides by is zero (both sides' for Welch, the per-seed differences' for the
 paired test) the t statistic is undefined; the difference of means is then exact, so p is taken as 0
 (claimed direction) or 1 (otherwise).
@@ -92,7 +97,9 @@ LEDGER_COLUMNS: list[str] = [
     "ours_mean", "ours_std", "reference_mean", "reference_std", "n_seeds",
     "test", "p_value", "verdict",
     "stage", "higher_is_better", "n_ours", "n_reference", "alpha", "gates",
+    "difference", "ci_low", "ci_high",
 ]  # fmt: skip
+CONFIDENCE = 0.95  # of the interval around the difference of means
 
 
 class ClaimError(ValueError):
@@ -125,6 +132,9 @@ class ClaimTest:
     test: str
     p_value: float  # NaN when no test was run
     verdict: str
+    difference: float = math.nan  # mean of ours − mean of the reference
+    ci_low: float = math.nan  # CONFIDENCE interval of the difference (NaN without a test)
+    ci_high: float = math.nan
 
 
 def _mean_std(x: np.ndarray) -> tuple[float, float]:
@@ -168,11 +178,12 @@ def decide(
             raise ValueError(f"{side}: {len(values)} values but {len(seeds)} seeds")
     (m_a, s_a), (m_b, s_b) = _mean_std(a), _mean_std(b)
     direction = "greater" if higher_is_better else "less"
+    raw_b = b
     if margin:
         b = b * ((1 - margin) if higher_is_better else (1 + margin))  # the bar ours must clear
 
-    def result(test: str, p: float, verdict: str) -> ClaimTest:
-        return ClaimTest(m_a, s_a, m_b, s_b, len(a), len(b), test, p, verdict)
+    def result(test: str, p: float, verdict: str, ci: tuple[float, float] = (math.nan, math.nan)) -> ClaimTest:
+        return ClaimTest(m_a, s_a, m_b, s_b, len(a), len(b), test, p, verdict, m_a - m_b, *ci)
 
     if len(a) < 2 or len(b) < 2:
         return result("none (fewer than 2 seeds on a side)", math.nan, INCONCLUSIVE)
@@ -182,21 +193,29 @@ def decide(
     sided = f"one-sided (ours {'>' if higher_is_better else '<'} {scale}reference)"
     if matched_seeds(ours_seeds, reference_seeds):
         test = f"paired t-test, {sided}"
-        by_seed = dict(zip(reference_seeds, b, strict=True))
-        b_paired = np.array([by_seed[seed] for seed in ours_seeds])
+        position = {seed: i for i, seed in enumerate(reference_seeds)}
+        paired = [position[seed] for seed in ours_seeds]
+        b_paired = b[paired]
         if np.ptp(a - b_paired) == 0:
             p = 0.0 if gain > 0 else 1.0
         else:
             p = float(stats.ttest_rel(a, b_paired, alternative=direction).pvalue)
+        diffs = a - raw_b[paired]  # the interval is around the raw difference, without the margin
+        se, df = float(diffs.std(ddof=1)) / math.sqrt(len(diffs)), len(diffs) - 1
     else:
         test = f"Welch t-test, {sided}"
         if s_a == 0 and s_b == 0:
             p = 0.0 if gain > 0 else 1.0
         else:
             p = float(stats.ttest_ind(a, b, equal_var=False, alternative=direction).pvalue)
+        va, vb = s_a**2 / len(a), s_b**2 / len(b)
+        se = math.sqrt(va + vb)
+        df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if se else 1
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, df)) * se
+    ci = (m_a - m_b - half, m_a - m_b + half)
     if gain <= 0:
-        return result(test, p, NOT_REPRODUCED)
-    return result(test, p, REPRODUCED if p < alpha else INCONCLUSIVE)
+        return result(test, p, NOT_REPRODUCED, ci)
+    return result(test, p, REPRODUCED if p < alpha else INCONCLUSIVE, ci)
 
 
 def claim_rows(collection: Collection) -> list[ClaimRow]:
@@ -268,6 +287,9 @@ def claims_ledger(collection: Collection, alpha: float, gates: pd.DataFrame | No
                 "n_reference": t.n_reference,
                 "alpha": alpha,
                 "gates": gate_text,
+                "difference": t.difference,
+                "ci_low": t.ci_low,
+                "ci_high": t.ci_high,
             }
         )
     ledger = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
@@ -276,7 +298,9 @@ def claims_ledger(collection: Collection, alpha: float, gates: pd.DataFrame | No
 
 def _untested(row: ClaimRow, alpha: float, why: str) -> dict:
     nan = float("nan")
-    stats_ = dict.fromkeys(("ours_mean", "ours_std", "reference_mean", "reference_std", "p_value"), nan)
+    stats_ = dict.fromkeys(
+        ("ours_mean", "ours_std", "reference_mean", "reference_std", "p_value", "difference", "ci_low", "ci_high"), nan
+    )
     return {**row.model_dump(exclude={"stage", "higher_is_better"}), **stats_, "n_seeds": 0, "test": "",
             "verdict": NOT_TESTABLE, "stage": row.stage, "higher_is_better": row.higher_is_better, "n_ours": 0,
             "n_reference": 0, "alpha": alpha, "gates": why}  # fmt: skip

@@ -114,13 +114,17 @@ def _figure_name(stage: str) -> str:
 
 
 def stage_figure_image(inputs: Inputs, stage: str) -> Image | None:
-    """The bar chart of a stage's evaluation metrics (mean ± std over seeds), or None without metrics."""
+    """A bar chart (mean ± std over seeds) of the metrics a stage's claims compare, or of all its evaluation
+    metrics when it states no claim (data, pre-training); a stage's ``figure`` hint overrides the choice."""
     values = inputs.collection.values
     values = values[values["stage"] == stage]
     values = values[values["metric"].isin(evaluation_only(values.rename(columns={"value": "mean"}))["metric"])]
     if values.empty:
         return None
     hint = next((f.figure for f in inputs.collection.files if f.stage == stage and f.figure), None)
+    claimed = sorted(set(inputs.ledger.loc[inputs.ledger["stage"] == stage, "metric"]))
+    if hint is None and claimed:
+        hint = {"metrics": claimed, "title": f"{stage}: the metrics its claims compare, mean ± std over seeds"}
     selected = select_metrics(values, hint, f"stage {stage!r}")
     title = (hint or {}).get("title") or f"{stage}: evaluation metrics, mean ± std over seeds"
     return Image(_figure_name(stage), stage_figure(selected, str(title)), f"{stage} metrics")

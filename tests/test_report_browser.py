@@ -164,6 +164,12 @@ def test_report_has_summary_table(report: Loaded) -> None:
     assert_summary_table(report)
 
 
+def test_table_of_contents_links_every_section(report: Loaded) -> None:
+    targets = report.page.eval_on_selector_all("nav#toc a", "links => links.map(a => a.getAttribute('href'))")
+    sections = report.page.eval_on_selector_all("h2", "hs => hs.map(h => '#' + h.id)")
+    assert targets == sections and "#summary" in targets and len(targets) > len(PAPERS)
+
+
 def test_report_screenshots(report: Loaded, report_dir: Path) -> None:
     for png in take_screenshots(report, report_dir / "screenshots"):
         assert png.stat().st_size > 0, png

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -20,13 +21,18 @@ from urllib.parse import urlsplit
 import pytest
 from PIL import Image
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+# .ci/run sets this once it has a Chromium: from then on a missing browser or Playwright fails instead of skipping.
+REQUIRED = os.environ.get("VLREPRO_REQUIRE_BROWSER") == "1"
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
+if REQUIRED:
+    assert CHROMIUM, "VLREPRO_REQUIRE_BROWSER=1 but no chromium executable"
+    import playwright.sync_api as sync_api
+else:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install -e '.[dev]')")
+    pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium executable (apt-get install chromium)")
 
 from vlrepro.io import write_metrics  # noqa: E402
 from vlrepro.report import PAPERS, build_report  # noqa: E402
-
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium executable (apt-get install chromium)")
 
 # The machine is offline: without these Chromium spends its time (and our timeouts) trying to reach Google hosts.
 CHROMIUM_ARGS = [
@@ -99,9 +105,18 @@ def assert_images_decode(loaded: Loaded) -> None:
 
 
 def assert_summary_table(loaded: Loaded) -> None:
-    # The contract: pandas' to_html(table_id="summary"), near the top of the report.
-    assert loaded.page.locator("table#summary").count() == 1, "no <table id='summary'> in the page"
-    assert loaded.page.locator("table#summary tbody tr").count() >= 1, "table#summary has no body rows"
+    # The contract: pandas' to_html(table_id="summary-table"), near the top of the report.
+    assert loaded.page.locator("table#summary-table").count() == 1, "no <table id='summary-table'> in the page"
+    assert loaded.page.locator("table#summary-table tbody tr").count() >= 1, "the summary table has no body rows"
+
+
+def assert_toc_resolves(loaded: Loaded) -> None:
+    ids = loaded.page.eval_on_selector_all("[id]", "elements => elements.map(e => e.id)")
+    assert len(ids) == len(set(ids)), f"ids used twice: {sorted({i for i in ids if ids.count(i) > 1})}"
+    targets = loaded.page.eval_on_selector_all(
+        "nav#toc a", "links => links.map(a => document.getElementById(a.getAttribute('href').slice(1))?.tagName)"
+    )
+    assert targets and all(tag == "H2" for tag in targets), f"table of contents targets: {targets}"
 
 
 def take_screenshots(loaded: Loaded, out: Path) -> list[Path]:
@@ -165,6 +180,7 @@ def test_report_has_summary_table(report: Loaded) -> None:
 
 
 def test_table_of_contents_links_every_section(report: Loaded) -> None:
+    assert_toc_resolves(report)
     targets = report.page.eval_on_selector_all("nav#toc a", "links => links.map(a => a.getAttribute('href'))")
     sections = report.page.eval_on_selector_all("h2", "hs => hs.map(h => '#' + h.id)")
     assert targets == sections and "#summary" in targets and len(targets) > len(PAPERS)
@@ -189,7 +205,7 @@ def test_checks_pass_on_a_conforming_page(browser: sync_api.Browser, tmp_path: P
     page.write_text(
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>good</title></head><body>'
         '<nav id="toc"><a href="#amc">AMC</a></nav>'
-        '<table id="summary"><thead><tr><th>paper</th></tr></thead><tbody><tr><td>AMC</td></tr></tbody></table>'
+        '<table id="summary-table"><thead><tr><th>paper</th></tr></thead><tbody><tr><td>AMC</td></tr></tbody></table>'
         f'<h2 id="amc">AMC</h2><p>text</p><figure><img alt="x" src="{png_data_uri()}"></figure>'
         "<h2>References</h2></body></html>"
     )
@@ -197,6 +213,7 @@ def test_checks_pass_on_a_conforming_page(browser: sync_api.Browser, tmp_path: P
     assert_loads_cleanly(loaded)
     assert_images_decode(loaded)
     assert_summary_table(loaded)
+    assert_toc_resolves(loaded)
     for png in take_screenshots(loaded, tmp_path / "screenshots"):
         assert png.stat().st_size > 0, png
 
@@ -208,12 +225,13 @@ def test_checks_catch_faults(browser: sync_api.Browser, tmp_path: Path) -> None:
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>bad</title></head><body>'
         '<img alt="remote" src="http://127.0.0.1:9/figure.png">'
         '<img alt="corrupt" src="data:image/png;base64,AAAA">'
+        '<nav id="toc"><a href="#nowhere">x</a></nav><h2 id="twice">a</h2><h2 id="twice">b</h2>'
         "<script>undefined_function()</script></body></html>"
     )
     loaded = open_page(browser, page)
     assert loaded.external_requests() == ["http://127.0.0.1:9/figure.png"]
     assert any("undefined_function" in e for e in loaded.page_errors), loaded.page_errors
     assert loaded.console_errors, "a failed image load should log a console error"
-    for check in (assert_loads_cleanly, assert_images_decode, assert_summary_table):
+    for check in (assert_loads_cleanly, assert_images_decode, assert_summary_table, assert_toc_resolves):
         with pytest.raises(AssertionError):
             check(loaded)

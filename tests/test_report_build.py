@@ -146,7 +146,7 @@ def test_summary_table_counts_verdicts_and_gates_per_paper(built):
     assert by_paper["AMC"][7] == "not recorded"  # no run of the fixture writes `seconds`
     assert by_paper["SMCIM"][1:6] == ["0", "0", "0", "0", "none defined"] and by_paper["SMCIM"][7] == "no runs yet"
     html = (out / "report.html").read_text()
-    assert '<table class="dataframe" id="summary">' in html and '<nav id="toc">' in html
+    assert '<table class="dataframe" id="summary-table">' in html and '<nav id="toc">' in html
 
 
 def md_table(text):
@@ -241,7 +241,7 @@ def test_claims_csv(built):
     amc = section((out / "REPORT.md").read_text(), "## AMC")
     header, rows = md_table(section(amc, "### Claims"))
     assert {r[0]: r[header.index("verdict")] for r in rows} == EXPECTED_VERDICTS
-    assert "Claims: 2 reproduced, 1 not reproduced, 1 inconclusive, 0 not testable." in amc
+    assert "Claim tests: 2 reproduced, 1 not reproduced, 1 inconclusive, 0 not testable." in amc
     # the effect size: the difference of means and its 95 % interval, against scipy's own interval
     interval = stats.ttest_rel(ours, ref).confidence_interval(0.95)
     assert row["difference"] == pytest.approx(statistics.mean(ours) - statistics.mean(ref), rel=1e-5)

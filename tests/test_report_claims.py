@@ -164,6 +164,39 @@ def test_unmatched_seeds_fall_back_to_welch(ours_seeds, reference_seeds):
     assert r.p_value == pytest.approx(welch_p_greater(a, b), rel=1e-9)
 
 
+# --- the effect size: difference of means and its 95 % interval, against scipy's own intervals -----------
+
+
+def test_paired_interval_matches_scipy_and_follows_the_seeds():
+    a, b = [0.61, 0.64, 0.60, 0.66], [0.55, 0.60, 0.58, 0.57]  # b listed in seed order 3, 0, 1, 2 below
+    r = decide(a, [b[3], b[0], b[1], b[2]], True, 0.05, ours_seeds=[0, 1, 2, 3], reference_seeds=[3, 0, 1, 2])
+    ci = stats.ttest_rel(a, b).confidence_interval(0.95)
+    assert r.difference == pytest.approx(statistics.mean(a) - statistics.mean(b), rel=1e-12)
+    assert (r.ci_low, r.ci_high) == pytest.approx((ci.low, ci.high), rel=1e-9)
+
+
+def test_welch_interval_matches_scipy():
+    a, b = [0.80, 0.82, 0.84], [0.70, 0.71, 0.72, 0.75]
+    r = decide(a, b, True, 0.05)
+    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert "Welch" in r.test and (r.ci_low, r.ci_high) == pytest.approx((ci.low, ci.high), rel=1e-9)
+
+
+def test_interval_is_around_the_raw_difference_under_a_margin():
+    a, b = [0.41, 0.415, 0.42], [0.42, 0.44, 0.43]
+    r = decide(a, b, True, 0.05, ours_seeds=[0, 1, 2], reference_seeds=[0, 1, 2], margin=0.1)
+    ci = stats.ttest_rel(a, b).confidence_interval(0.95)
+    assert r.verdict == REPRODUCED  # 0.415 > 0.9 × 0.43, though ours is below the reference
+    assert r.difference == pytest.approx(-0.015) and (r.ci_low, r.ci_high) == pytest.approx((ci.low, ci.high))
+
+
+def test_interval_without_spread_is_the_point_and_without_seeds_absent():
+    r = decide([1.0, 2.0, 4.0], [0.0, 1.0, 3.0], True, 0.05, ours_seeds=[0, 1, 2], reference_seeds=[0, 1, 2])
+    assert r.ci_low == r.ci_high == pytest.approx(1.0)
+    r = decide([0.9], [0.1, 0.2], True, 0.05)
+    assert r.difference == pytest.approx(0.75) and math.isnan(r.ci_low) and math.isnan(r.ci_high)
+
+
 def test_seed_count_must_match_values():
     with pytest.raises(ValueError, match="3 values but 2 seeds"):
         decide([1.0, 2.0, 3.0], [0.0, 1.0, 2.0], True, 0.05, ours_seeds=[0, 1], reference_seeds=[0, 1, 2])

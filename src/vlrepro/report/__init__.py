@@ -1,6 +1,7 @@
 """The report stage: paper references, the claims ledger, tables and figures.
 
-``build_report(metrics_dir, out_dir, title, alpha)`` is the entry point the report notebook calls;
+``build_report(metrics_dir, out_dir, title, alpha, stage_figures_dir, profile)`` is the entry point the report
+notebook calls;
 the modules each do one job:
 
 - ``references``: load and validate ``references.yaml`` (paper-reported numbers with sources);
@@ -10,7 +11,9 @@ the modules each do one job:
 - ``gates``: learning gates, the evidence that a variant learned (``reports/gates.csv``);
 - ``claims``: the claim row format, the one-sided t-test (paired or Welch) and the ledger (``reports/claims.csv``);
   a claim whose variants have not passed their gates is ``not testable``;
-- ``figures``: one grouped bar chart per stage, quantities in [0, 1] on one shared x scale;
+- ``figures``: a grouped bar chart per stage (a paper stage's: the metrics its claims compare), quantities in
+  [0, 1] on one shared x scale;
+- ``plots``: learning curves as the files ``dvc plots`` reads;
 - ``tables``: the tables as formatted DataFrames (stage metrics, gates, claims with effect sizes, main tables);
 - ``sections``: the document in reading order (summary, one section per paper, appendices);
 - ``render``: the same blocks as Markdown and as self-contained HTML (with a table of contents);

@@ -63,9 +63,12 @@ In ``claims.csv`` ``n_seeds`` is the smaller of the two sides' seed counts (the 
 ``n_ours`` and ``n_reference`` give both. Means and stds are over seeds (sample std, ddof=1).
 
 Effect size: ``difference`` = mean of ours − mean of the reference (the raw difference, without the margin),
-and ``ci_low`` / ``ci_high`` its two-sided 95 % confidence interval from the same t distribution the test
-uses: the per-seed differences' (paired, n − 1 degrees of freedom) or Welch's (Welch–Satterthwaite degrees
-of freedom). With fewer than 2 seeds on a side there is no interval (NaN); with zero spread it is the point.
+and ``ci_low`` / ``ci_high`` its two-sided 95 % confidence interval: from the per-seed differences (paired,
+n − 1 degrees of freedom) or Welch's (Welch–Satterthwaite degrees of freedom), as the test pairs them. With a
+margin the test's differences are taken against (1 ∓ m) × reference instead, so the interval and the test
+may then disagree. The interval is two-sided at 95 % while the test is one-sided at alpha: a claim can be
+``reproduced`` (p < 0.05) with an interval that reaches just below 0. With fewer than 2 seeds on a side
+there is no interval (NaN); with zero spread it is the point.
 
 When the spread the test divides by is zero (both sides' for Welch, the per-seed differences' for the
 paired test) the t statistic is undefined; the difference of means is then exact, so p is taken as 0
@@ -183,7 +186,10 @@ def decide(
         b = b * ((1 - margin) if higher_is_better else (1 + margin))  # the bar ours must clear
 
     def result(test: str, p: float, verdict: str, ci: tuple[float, float] = (math.nan, math.nan)) -> ClaimTest:
-        return ClaimTest(m_a, s_a, m_b, s_b, len(a), len(b), test, p, verdict, m_a - m_b, *ci)
+        return ClaimTest(
+            ours_mean=m_a, ours_std=s_a, reference_mean=m_b, reference_std=s_b, n_ours=len(a), n_reference=len(b),
+            test=test, p_value=p, verdict=verdict, difference=m_a - m_b, ci_low=ci[0], ci_high=ci[1],
+        )  # fmt: skip
 
     if len(a) < 2 or len(b) < 2:
         return result("none (fewer than 2 seeds on a side)", math.nan, INCONCLUSIVE)

@@ -4,7 +4,8 @@ One card per paper of :data:`vlrepro.report.references.PAPERS`: its title, the s
 it, what it claims, the data each profile uses, caveats, and the *main tables* that set our numbers beside
 the paper's. A main table maps the paper's method names (as ``references.yaml`` spells them) to our variants,
 and the paper's benchmark / split / metric to our metric names, so the report can look both up rather than
-carry any number itself. A typo stops the report with a message naming the paper and the field.
+carry any number itself. A typo stops the report with a message naming the paper and the field: on the
+paper's side (:func:`check_against_references`); on ours, a metric the runs lack is named under its table.
 """
 
 from __future__ import annotations
@@ -42,12 +43,13 @@ class MainTable(_Strict):
     title: str = Field(min_length=1)
     stage: str = Field(min_length=1)
     rows: dict[str, str | None]  # the paper's method name → our variant (None: the paper's row only)
+    extra_rows: dict[str, str] = {}  # label → our variant, rows the paper's table has no transcribed number for
     columns: list[Column] = Field(min_length=1)
 
 
 class Data(_Strict):
     world: str = Field(min_length=1)  # profiles smoke and default
-    real: str = Field(min_length=1)  # the paper profile
+    paper: str = Field(min_length=1)  # the paper profile
 
 
 class PaperCard(_Strict):
@@ -60,7 +62,7 @@ class PaperCard(_Strict):
     tables: list[MainTable] = []
 
     def data_for(self, profile: str) -> str:
-        return self.data.real if profile == "paper" else self.data.world
+        return self.data.paper if profile == "paper" else self.data.world
 
 
 def default_path() -> Path:
@@ -89,23 +91,30 @@ def load_papers(path: str | Path | None = None) -> dict[str, PaperCard]:
 
 
 def check_against_references(cards: dict[str, PaperCard], refs: list[Reference]) -> None:
-    """Every paper-side cell a main table names exists in the references (so no row silently shows '—')."""
+    """Every paper method a main table names is in the references, and every paper column is reported for at
+    least one of its rows (a missing cell is a gap in the paper's table, a column nobody has is a typo)."""
     for paper, card in cards.items():
         known = {(r.method, r.benchmark, r.split, r.metric) for r in refs if r.paper == paper}
         methods = {r.method for r in refs if r.paper == paper}
         for table in card.tables:
-            for method, variant in table.rows.items():
-                if variant is None and method not in methods:
-                    where = f"papers.yaml {paper} table {table.title!r}"
-                    raise PapersError(f"{where}: no reference names method {method!r}")
+            where = f"papers.yaml {paper} table {table.title!r}"
+            for method in table.rows:
+                if method not in methods:
+                    raise PapersError(f"{where}: no reference of {paper} names method {method!r}")
             for col in table.columns:
-                if col.metric is None:
-                    continue
-                if not any((m, col.benchmark, col.split, col.metric) in known for m in table.rows):
+                if col.metric is not None and not any(
+                    (m, col.benchmark, col.split, col.metric) in known for m in table.rows
+                ):
                     raise PapersError(
-                        f"papers.yaml {paper} table {table.title!r}: no reference has {col.label()!r} "
-                        f"for any of its rows; check benchmark, split and metric against references.yaml"
+                        f"{where}: no reference has {col.label()!r} for any of its rows; check benchmark, split and "
+                        "metric against references.yaml"
                     )
+
+
+def missing_metrics(table: MainTable, names: set[str]) -> list[str]:
+    """The metrics ``table`` reads that its stage's runs lack (``names``: their metric names); the report says
+    so under the table rather than showing a bare '—'."""
+    return sorted({col.ours for col in table.columns} - names)
 
 
 def paper_of_stage(cards: dict[str, PaperCard], stage: str) -> str | None:

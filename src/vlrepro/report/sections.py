@@ -19,7 +19,7 @@ import pandas as pd
 from vlrepro.report.claims import NOT_TESTABLE, VERDICTS
 from vlrepro.report.collect import NO_VARIANT, Collection
 from vlrepro.report.figures import select_metrics, stage_figure
-from vlrepro.report.papers import PaperCard
+from vlrepro.report.papers import PaperCard, missing_metrics
 from vlrepro.report.references import PAPERS, Reference
 from vlrepro.report.render import Block, Bullets, Heading, Image, Table, Text
 from vlrepro.report.tables import (
@@ -74,10 +74,6 @@ def _wall_time(inputs: Inputs, stages: list[str]) -> str:
     return f"{seconds.sum() / 60:.0f} min of training over {len(seconds)} runs"
 
 
-def _verdict_counts(ledger: pd.DataFrame) -> Counter:
-    return Counter(ledger["verdict"])
-
-
 def _gates_passed(gates: pd.DataFrame) -> str:
     return f"{int(gates['passed'].sum())} of {len(gates)}" if len(gates) else "none defined"
 
@@ -86,7 +82,7 @@ def summary_blocks(inputs: Inputs) -> list[Block]:
     rows = []
     for paper, card in inputs.cards.items():
         ledger = inputs.ledger[inputs.ledger["paper"] == paper]
-        counts = _verdict_counts(ledger)
+        counts = Counter(ledger["verdict"])
         stages = _stages_present(inputs, card.stages)
         rows.append(
             {
@@ -100,12 +96,13 @@ def summary_blocks(inputs: Inputs) -> list[Block]:
     return [
         Heading("Summary"),
         Text(
-            "One row per paper: how many of its claims our runs reproduce, do not reproduce, leave inconclusive, "
-            "or cannot test because a compared model did not pass its learning gate; how many learning gates "
-            "passed; the data; and the wall time where the runs record it. Verdicts come from one-sided t-tests "
-            f"over seeds at alpha = {inputs.alpha:g} (Appendix: how these numbers were produced)."
+            "One row per paper: how many of its claim tests (rows of the claims ledger: one claim may be tested "
+            "on several metrics or against several variants) our runs reproduce, do not reproduce, leave "
+            "inconclusive, or cannot test because a compared model did not pass its learning gate; how many "
+            "learning gates passed; the data; and the wall time where the runs record it. Verdicts come from "
+            f"one-sided t-tests over seeds at alpha = {inputs.alpha:g} (Appendix: how these numbers were produced)."
         ),
-        Table(pd.DataFrame(rows), id="summary"),
+        Table(pd.DataFrame(rows), id="summary-table"),
     ]
 
 
@@ -118,11 +115,11 @@ def stage_figure_image(inputs: Inputs, stage: str) -> Image | None:
     metrics when it states no claim (data, pre-training); a stage's ``figure`` hint overrides the choice."""
     values = inputs.collection.values
     values = values[values["stage"] == stage]
-    values = values[values["metric"].isin(evaluation_only(values.rename(columns={"value": "mean"}))["metric"])]
+    values = values[values["metric"].isin(evaluation_only(values)["metric"])]
     if values.empty:
         return None
     hint = next((f.figure for f in inputs.collection.files if f.stage == stage and f.figure), None)
-    claimed = sorted(set(inputs.ledger.loc[inputs.ledger["stage"] == stage, "metric"]))
+    claimed = sorted(set(inputs.ledger.loc[inputs.ledger["stage"] == stage, "metric"]) & set(values["metric"]))
     if hint is None and claimed:
         hint = {"metrics": claimed, "title": f"{stage}: the metrics its claims compare, mean ± std over seeds"}
     selected = select_metrics(values, hint, f"stage {stage!r}")
@@ -147,9 +144,9 @@ def stage_metric_blocks(inputs: Inputs, stage: str, level: int) -> list[Block]:
     if table.empty:
         return [*blocks, Text("This stage reported no evaluation metrics.")]
     blocks.append(Table(stage_table(table, runs_of(inputs.collection, stage))))
-    sizes = sample_sizes(own)
+    sizes = sample_sizes(inputs.collection.values[inputs.collection.values["stage"] == stage])
     if sizes:
-        blocks += [Text("Evaluation set sizes (the same for every run):"), Bullets(tuple(sizes))]
+        blocks += [Text("Evaluation set sizes (a range where runs differ):"), Bullets(tuple(sizes))]
     return blocks
 
 
@@ -168,13 +165,17 @@ def _runs_line(inputs: Inputs, stages: list[str]) -> list[str]:
     return parts
 
 
+def _ours_label(profile: str) -> str:
+    return "ours" if profile == "paper" else "ours (world)"
+
+
 def paper_blocks(inputs: Inputs, paper: str) -> tuple[list[Block], list[Image]]:
     """A paper's section, and the report figures it made (to be written next to the report)."""
     card = inputs.cards[paper]
     ledger = inputs.ledger[inputs.ledger["paper"] == paper]
     gates = inputs.gates[inputs.gates["paper"] == paper]
     stages = _stages_present(inputs, card.stages)
-    counts = _verdict_counts(ledger)
+    counts = Counter(ledger["verdict"])
     blocks: list[Block] = [
         Heading(paper),
         Text(f"{card.title}. How we reproduce it, the metric protocol and every deviation: `{card.doc}`."),
@@ -183,7 +184,7 @@ def paper_blocks(inputs: Inputs, paper: str) -> tuple[list[Block], list[Image]]:
         return [*blocks, Text("No runs of this paper's stages yet.")], []
     blocks += [
         Text(
-            "Claims: "
+            "Claim tests: "
             + ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS)
             + f". Learning gates passed: {_gates_passed(gates)}."
         ),
@@ -197,8 +198,9 @@ def paper_blocks(inputs: Inputs, paper: str) -> tuple[list[Block], list[Image]]:
     else:
         blocks += [
             Text(
-                "A variant learned when its mean over seeds clears a bar set by a control that needs no learning. "
-                "A claim is testable only if both of its variants pass all of theirs."
+                "A variant learned when its mean over seeds clears its bar: a multiple of, or a margin above, a "
+                "control that needs no learning, or an absolute level (then the control is shown for scale). A "
+                "claim is testable only if both of its variants pass all of theirs."
             ),
             Table(gates_table(gates)),
         ]
@@ -209,9 +211,12 @@ def paper_blocks(inputs: Inputs, paper: str) -> tuple[list[Block], list[Image]]:
     else:
         blocks += [
             Text(
-                "difference = our variant's mean − the reference variant's, with its 95 % confidence interval "
-                "over seeds (paired by seed where both ran the same seeds, Welch otherwise); p is one-sided in "
-                "the claimed direction (↑ higher is better, ↓ lower). Also in `claims.csv`."
+                "One row per claim test. difference = mean of `variant` − mean of `compared with`, with its 95 % "
+                "confidence interval over seeds (paired by seed where both ran the same seeds, Welch otherwise); "
+                "p is one-sided in the claimed direction (↑ higher is better, ↓ lower), so a row can be "
+                "`reproduced` with an interval reaching just below 0. A test 'ours > 0.9 × reference' is a "
+                "non-inferiority claim: it holds when the difference stays above −10 % of the compared mean. "
+                "Also in `claims.csv`."
             ),
             Table(claims_table(ledger)),
         ]
@@ -221,15 +226,23 @@ def paper_blocks(inputs: Inputs, paper: str) -> tuple[list[Block], list[Image]]:
             Heading("Our numbers beside the paper's", 3),
             Text(
                 "`paper:` columns are the paper's reported numbers on its real benchmarks (Appendix: paper-reported "
-                "numbers, with sources); `ours (world):` columns are our mean ± std over seeds on the embedded world "
-                "benchmark. Compare the order of the rows, not the values across the two sides."
+                f"numbers, with sources); `{_ours_label(inputs.profile)}:` columns are our mean ± std over seeds "
+                f"({card.data_for(inputs.profile)}). `—`: no such number (the paper's table lacks it or we have not "
+                "transcribed it; or no run of ours yet). Compare the order of the rows, not the values across the "
+                "two sides."
             ),
         ]
         for table in card.tables:
-            blocks += [Heading(table.title, 4), Table(main_table(table, paper, inputs.refs, inputs.summary))]
+            frame = main_table(table, paper, inputs.refs, inputs.summary, _ours_label(inputs.profile))
+            blocks += [Heading(table.title, 4), Table(frame)]
+            names = set(inputs.summary.loc[inputs.summary["stage"] == table.stage, "metric"])
+            missing = missing_metrics(table, names) if names else []
+            if missing:
+                listed = ", ".join(f"`{m}`" for m in missing)
+                blocks.append(Text(f"No run of stage `{table.stage}` reports {listed}: those cells stay empty."))
 
     images = [img for stage in stages if (img := stage_figure_image(inputs, stage)) is not None]
-    figures = images + own_figures(inputs, card.stages)
+    figures = images + own_figures(inputs, stages)
     if figures:
         blocks += [Heading("Figures", 3), *figures]
 
@@ -274,7 +287,9 @@ def method_blocks(alpha: float) -> list[Block]:
                 "are sorted, rows component by component. `n` = runs of the row's variant; a cell from fewer runs "
                 "gives its own n. Training losses (`train.*`) are in the learning-curve figures, not in these "
                 "tables; sample sizes (`n`, `n_*`) are listed under the table.",
-                "Stage figures: bars = mean, error bars = ± 1 std over seeds (none for a single run). Quantities "
+                "Stage figures (a paper stage's shows the metrics its claims compare; data and pre-training all "
+                "their evaluation metrics): bars = mean, error bars = ± 1 std over seeds (none for a single run). "
+                "Quantities "
                 "whose values all lie in [0, 1] share one x scale, so their bar lengths compare directly; any other "
                 "quantity gets a panel and scale of its own.",
                 "Claims: a one-sided t-test in the direction the paper claims — paired by seed when both variants "

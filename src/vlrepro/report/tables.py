@@ -49,15 +49,17 @@ def evaluation_only(summary: pd.DataFrame) -> pd.DataFrame:
     return summary[keep]
 
 
-def sample_sizes(summary: pd.DataFrame) -> list[str]:
-    """'flickr.test: n = 400, n_itm_pairs = 800' per prefix, from the count metrics (mean over runs)."""
-    counts = summary[summary["metric"].map(is_count) & ~summary["metric"].map(is_training)]
-    by_prefix: dict[str, dict[str, float]] = {}
-    for r in counts.itertuples():
-        prefix, quantity = split_metric(r.metric)
-        by_prefix.setdefault(prefix, {})[quantity] = max(by_prefix.get(prefix, {}).get(quantity, 0), r.mean)
+def sample_sizes(values: pd.DataFrame) -> list[str]:
+    """'`flickr.test`: n = 400, n_itm_pairs = 800' per prefix, from the count metrics of every run
+    (``values``: one row per run and metric); a count that differs between runs shows its range."""
+    counts = values[values["metric"].map(is_count) & ~values["metric"].map(is_training)]
+    by_prefix: dict[str, dict[str, str]] = {}
+    for metric, runs in counts.groupby("metric")["value"]:
+        prefix, quantity = split_metric(metric)
+        low, high = runs.min(), runs.max()
+        by_prefix.setdefault(prefix, {})[quantity] = fmt(low) if low == high else f"{fmt(low)}–{fmt(high)}"
     return [
-        f"`{prefix_label(p)}`: " + ", ".join(f"{q} = {fmt(v)}" for q, v in sorted(by_prefix[p].items()))
+        f"`{prefix_label(p)}`: " + ", ".join(f"{q} = {v}" for q, v in sorted(by_prefix[p].items()))
         for p in sorted(by_prefix, key=prefix_key)
     ]
 
@@ -123,16 +125,17 @@ def _difference(d: float, low: float, high: float) -> str:
 
 
 def claims_table(ledger: pd.DataFrame) -> pd.DataFrame:
-    """Claims for reading: both sides' mean ± std, the difference with its 95 % interval, test, p and verdict."""
+    """Claim tests for reading: both variants' mean ± std, the difference with its 95 % interval, test, p and
+    verdict. ``variant`` is the one the paper favours, ``compared with`` the one it should beat."""
     arrow = ledger["higher_is_better"].map({True: " ↑", False: " ↓"})
     return pd.DataFrame(
         {
             "claim": ledger["claim"],
             "metric": ledger["metric"] + arrow,
-            "ours": ledger["variant"]
+            "variant": ledger["variant"]
             + ": "
             + [mean_std(m, s) for m, s in zip(ledger.ours_mean, ledger.ours_std, strict=True)],
-            "reference": ledger["reference_variant"]
+            "compared with": ledger["reference_variant"]
             + ": "
             + [mean_std(m, s) for m, s in zip(ledger.reference_mean, ledger.reference_std, strict=True)],
             "difference [95 % CI]": [
@@ -154,8 +157,11 @@ def _paper_value(r: Reference) -> str:
     return mean_std(r.value, r.std) + unit
 
 
-def main_table(table: MainTable, paper: str, refs: list[Reference], summary: pd.DataFrame) -> pd.DataFrame:
-    """Rows = the paper's methods; per column, the paper's number (real data) and ours (world, mean ± std (n)).
+def main_table(
+    table: MainTable, paper: str, refs: list[Reference], summary: pd.DataFrame, ours_label: str
+) -> pd.DataFrame:
+    """Rows = the paper's methods, then our extra rows; per column, the paper's number (its real benchmark) and
+    ours (mean ± std (n), headed ``ours_label``, e.g. 'ours (world)').
 
     The paper's side is looked up in ``refs`` by method, benchmark, split and metric; ours in ``summary`` by
     the table's stage, the row's variant and the column's metric. Missing on either side: '—'.
@@ -166,12 +172,12 @@ def main_table(table: MainTable, paper: str, refs: list[Reference], summary: pd.
         for r in summary[summary["stage"] == table.stage].itertuples()
     }
     rows = []
-    for method, variant in table.rows.items():
+    for method, variant in [*table.rows.items(), *table.extra_rows.items()]:
         row = {"paper's method": method, "our variant": variant or "—"}
         for col in table.columns:
             if col.metric is not None:  # a column only we have gets no paper side
                 ref = reported.get((method, col.benchmark, col.split, col.metric))
                 row[f"paper: {col.label()}"] = _paper_value(ref) if ref else "—"
-            row[f"ours (world): {col.ours}"] = ours.get((variant, col.ours), "—")
+            row[f"{ours_label}: {col.ours}"] = ours.get((variant, col.ours), "—")
         rows.append(row)
     return pd.DataFrame(rows)

@@ -120,9 +120,11 @@ def assert_toc_resolves(loaded: Loaded) -> None:
 
 
 def take_screenshots(loaded: Loaded, out: Path) -> list[Path]:
-    """The whole page, and the first paper's section (its h2 up to the next h2), or the viewport if none."""
+    """The top of the page (the viewport), the whole page, and the first paper's section (its h2 up to the next
+    h2; the viewport if none)."""
     out.mkdir(parents=True, exist_ok=True)
-    full, section = out / "full_page.png", out / "first_paper_section.png"
+    top, full, section = out / "top.png", out / "full_page.png", out / "first_paper_section.png"
+    loaded.page.screenshot(path=top)
     loaded.page.screenshot(path=full, full_page=True)
     papers = "|".join(map(re.escape, PAPERS))
     box = loaded.page.evaluate(
@@ -143,27 +145,34 @@ def take_screenshots(loaded: Loaded, out: Path) -> list[Path]:
         loaded.page.screenshot(path=section)
     else:
         loaded.page.screenshot(path=section, full_page=True, clip=box)
-    return [full, section]
+    return [top, full, section]
 
 
-# The report, built from a small fixture: a data stage and a paper stage (2 variants × 2 seeds), each with a figure.
+# Two reports: one built here from a small fixture (a data stage and a paper stage, 2 variants × 2 seeds), and
+# the repository's committed default-profile report (reports/report.html), what a reader opens.
+COMMITTED = Path(__file__).resolve().parents[1] / "reports" / "report.html"
 
 
-@pytest.fixture(scope="module")
-def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    metrics, out = tmp_path_factory.mktemp("metrics"), tmp_path_factory.mktemp("report")
+def fixture_report(out: Path, metrics: Path) -> Path:
     write_metrics(metrics / "data.json", "data", {"n_images": 12, "baselines": {"refcoco": {"val": {"random": 0.2}}}})
     for variant, pointing in {"amc": (0.80, 0.84), "no_amc": (0.70, 0.72)}.items():
         for seed, value in enumerate(pointing):
             values = {"refcoco+": {"testA": {"pointing": value}}, "cub.deletion": 0.01 + seed / 100}
             write_metrics(metrics / "amc" / f"{variant}-{seed}.json", "amc", values, variant, seed)
     build_report(metrics, out, "Browser test report", 0.05)
-    return out
+    return out / "report.html"
+
+
+@pytest.fixture(scope="module", params=["fixture", "committed"])
+def report_html(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if request.param == "committed":
+        return COMMITTED
+    return fixture_report(tmp_path_factory.mktemp("report"), tmp_path_factory.mktemp("metrics"))
 
 
 @pytest.fixture(scope="module")
-def report(browser: sync_api.Browser, report_dir: Path) -> Loaded:
-    return open_page(browser, report_dir / "report.html")
+def report(browser: sync_api.Browser, report_html: Path) -> Loaded:
+    return open_page(browser, report_html)
 
 
 def test_report_loads_offline_without_errors(report: Loaded) -> None:
@@ -186,8 +195,10 @@ def test_table_of_contents_links_every_section(report: Loaded) -> None:
     assert targets == sections and "#summary" in targets and len(targets) > len(PAPERS)
 
 
-def test_report_screenshots(report: Loaded, report_dir: Path) -> None:
-    for png in take_screenshots(report, report_dir / "screenshots"):
+def test_report_screenshots(report: Loaded, report_html: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Screenshots under pytest's temp folder: <basetemp>/screenshots-<fixture|committed>0/*.png."""
+    name = "committed" if report_html == COMMITTED else "fixture"
+    for png in take_screenshots(report, tmp_path_factory.mktemp(f"screenshots-{name}")):
         assert png.stat().st_size > 0, png
 
 

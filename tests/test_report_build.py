@@ -324,6 +324,15 @@ def test_figure_hint_selects_metrics(tmp_path):
         build_report(metrics, tmp_path / "out", "t", 0.05)
 
 
+def test_files_of_one_stage_with_different_figure_hints_are_an_error(tmp_path):
+    metrics = write_fixture(tmp_path / "m")
+    for seed, wanted in ((0, "noisy"), (1, "cub")):
+        path = metrics / "amc" / f"amc-{seed}.json"
+        path.write_text(path.read_text().replace('"metrics"', f'"figure": {{"metrics": ["{wanted}"]}}, "metrics"'))
+    with pytest.raises(MetricsError, match="carry different 'figure' hints"):
+        build_report(metrics, tmp_path / "out", "t", 0.05)
+
+
 # --- bad input: an error naming the file, and the previous report left untouched ---------------------------
 
 

@@ -3,7 +3,7 @@
 Building the content once keeps the two files from drifting apart. Text may use `code` spans and
 nothing else, so the HTML side needs no Markdown parser. Tables are DataFrames of ready-formatted strings.
 The HTML page opens with a table of contents (``<nav id="toc">``) of its level-2 headings, each heading
-carries an ``id`` made from its text, and a table may carry an ``id`` of its own (the summary: ``summary``).
+carries an ``id`` made from its text, and a table may carry an ``id`` of its own (the summary: ``summary-table``).
 """
 
 from __future__ import annotations

@@ -9,15 +9,18 @@ method notes and the paper-reported numbers to appendices.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from vlrepro.report.claims import NOT_TESTABLE, VERDICTS
-from vlrepro.report.collect import NO_VARIANT, Collection
+from vlrepro.report.collect import NO_VARIANT, Collection, MetricsError
 from vlrepro.report.figures import select_metrics, stage_figure
 from vlrepro.report.papers import PaperCard, missing_metrics
 from vlrepro.report.references import PAPERS, Reference
@@ -107,7 +110,15 @@ def summary_blocks(inputs: Inputs) -> list[Block]:
 
 
 def _figure_name(stage: str) -> str:
-    return f"{FIGURES_DIR}/{stage}.png"
+    return f"{FIGURES_DIR}/{re.sub(r'[^A-Za-z0-9_.-]', '_', stage)}.png"
+
+
+def stage_hint(collection: Collection, stage: str) -> dict[str, Any] | None:
+    """The stage's ``figure`` hint; files of one stage that carry different hints are an error."""
+    hints = {json.dumps(f.figure, sort_keys=True): f.file for f in collection.files if f.stage == stage and f.figure}
+    if len(hints) > 1:
+        raise MetricsError(f"stage {stage!r}: files {sorted(hints.values())} carry different 'figure' hints")
+    return json.loads(next(iter(hints))) if hints else None
 
 
 def stage_figure_image(inputs: Inputs, stage: str) -> Image | None:
@@ -118,7 +129,7 @@ def stage_figure_image(inputs: Inputs, stage: str) -> Image | None:
     values = values[values["metric"].isin(evaluation_only(values)["metric"])]
     if values.empty:
         return None
-    hint = next((f.figure for f in inputs.collection.files if f.stage == stage and f.figure), None)
+    hint = stage_hint(inputs.collection, stage)
     claimed = sorted(set(inputs.ledger.loc[inputs.ledger["stage"] == stage, "metric"]) & set(values["metric"]))
     if hint is None and claimed:
         hint = {"metrics": claimed, "title": f"{stage}: the metrics its claims compare, mean ± std over seeds"}
@@ -235,8 +246,8 @@ def paper_blocks(inputs: Inputs, paper: str) -> tuple[list[Block], list[Image]]:
         for table in card.tables:
             frame = main_table(table, paper, inputs.refs, inputs.summary, _ours_label(inputs.profile))
             blocks += [Heading(table.title, 4), Table(frame)]
-            names = set(inputs.summary.loc[inputs.summary["stage"] == table.stage, "metric"])
-            missing = missing_metrics(table, names) if names else []
+            reported = set(inputs.summary.loc[inputs.summary["stage"] == table.stage, "metric"])
+            missing = missing_metrics(table, reported) if reported else []
             if missing:
                 listed = ", ".join(f"`{m}`" for m in missing)
                 blocks.append(Text(f"No run of stage `{table.stage}` reports {listed}: those cells stay empty."))
@@ -289,14 +300,13 @@ def method_blocks(alpha: float) -> list[Block]:
                 "tables; sample sizes (`n`, `n_*`) are listed under the table.",
                 "Stage figures (a paper stage's shows the metrics its claims compare; data and pre-training all "
                 "their evaluation metrics): bars = mean, error bars = ± 1 std over seeds (none for a single run). "
-                "Quantities "
-                "whose values all lie in [0, 1] share one x scale, so their bar lengths compare directly; any other "
-                "quantity gets a panel and scale of its own.",
+                "Quantities whose values all lie in [0, 1] share one x scale, so their bar lengths compare directly; "
+                "any other quantity gets a panel and scale of its own.",
                 "Claims: a one-sided t-test in the direction the paper claims — paired by seed when both variants "
                 f"ran the same seeds, Welch's otherwise (the `test` column says which); alpha = {alpha:g}. Verdict "
                 "`reproduced` if the difference goes the claimed way and p < alpha; `not reproduced` if the mean "
                 "difference is zero or goes the other way; `inconclusive` if p ≥ alpha or a side has fewer than 2 "
-                "seeds. The 95 % interval of the difference comes from the same t distribution.",
+                "seeds. The 95 % interval of the raw difference uses the same pairing (paired or Welch) as the test.",
                 "Learning gates: a model that has not learned proves nothing, so a claim is `not testable` unless "
                 "both of its variants pass every gate their stage defines for them, and have at least one. A gate "
                 "compares a variant's mean metric over seeds with a bar set by a control that needs no learning "

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vlrepro.models.blocks import CA2M
-from vlrepro.smcim.model import SMCIM, SMCIMConfig, TransVG, build
+from vlrepro.smcim.model import SMCIM, SMCIMConfig, TransVG, build, kept_maps
 
 CFG = SMCIMConfig(visual_channels=(8, 16, 32), text_width=12, grid=(4, 4), dim=16, stage1_depth=2, stage2_depth=2,
                   num_heads=2)  # fmt: skip
@@ -49,16 +49,27 @@ def test_boxes_are_normalised_and_ignore_padded_words(cls):
 
 
 @pytest.mark.parametrize("levels", [1, 2, 3])
-def test_levels_select_the_last_stages_and_blocks(levels):
+def test_levels_select_the_grid_stride_map_first_and_the_last_blocks(levels):
     torch.manual_seed(0)
     cfg = SMCIMConfig(**{**CFG.__dict__, "levels": levels})
     model = SMCIM(cfg).eval()
     assert len(model.stage1) == levels and model.head[0].in_features == levels * CFG.dim
     maps, words, mask = inputs()
     base = model(maps, words, mask).boxes
-    maps[0] = maps[0] + 10.0  # the finest stage: used only with 3 levels
-    words[:, 0] += 10.0  # the first (shallowest) block: likewise
+
+    def changes(stage: int) -> bool:  # does perturbing one stage map change the boxes?
+        moved = [m + 10.0 if i == stage else m for i, m in enumerate(maps)]
+        return not torch.allclose(model(moved, words, mask).boxes, base)
+
+    # the map at the grid's stride (index 1) always; the coarser (2) from 2 levels; the finer (0) only with 3
+    assert [changes(0), changes(1), changes(2)] == [levels == 3, True, levels >= 2]
+    words[:, 0] += 10.0  # the first (shallowest) text block: used only with 3 levels
     assert torch.allclose(model(maps, words, mask).boxes, base) == (levels < 3)
+
+
+def test_kept_maps():
+    assert [kept_maps(3, k) for k in (1, 2, 3)] == [[1], [1, 2], [0, 1, 2]]
+    assert [kept_maps(4, k) for k in (1, 2)] == [[3], [2, 3]]  # not SMCIM's three maps: the last ones
 
 
 def test_config_errors_name_the_value():

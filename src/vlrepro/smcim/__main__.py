@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = root / "reports" / "runs" / "smcim" / name
     write_json(runs / "run.json", {"examples": result.examples, "sigma": result.sigma})
     write_json(runs / "history.json", result.history)
+    result.metrics["seconds"] = result.seconds  # the run's wall time (the report's summary sums it)
     write_metrics(root / "reports" / "metrics" / "smcim" / f"{name}.json", "smcim", result.metrics,
                   variant=args.variant, seed=args.seed, claims=claims(list(p.variants)),
                   gates=gates([args.variant], p.variant(args.variant).eval_sets[0]))  # fmt: skip

@@ -21,7 +21,7 @@ class ModelParams(Section):
     fusion: Literal["ca2m", "transformer"] = Field(
         "ca2m", description="ca2m: SMCIM; transformer: the TransVG-style encoder over [REG] + visual + words"
     )  # fmt: skip
-    levels: int = Field(3, ge=1, le=3, description="visual and language feature levels (last CNN stages / BERT blocks)")
+    levels: int = Field(3, ge=1, le=3, description="feature levels: CNN maps (see model.kept_maps), last BERT blocks")
     dim: int = Field(64, ge=8, description="C0, the width of a stage-1 group; stage 2 is levels × dim (C1)")
     stage1_depth: int = Field(2, ge=1, description="CA2M blocks per stage-1 group")
     stage2_depth: int = Field(3, ge=1, description="CA2M blocks of stage 2 (transformer: encoder layers)")

@@ -3,9 +3,10 @@
 Both read the same encoder outputs (``vlrepro.smcim.features`` computes them with the pre-trained CNN
 and BERT) and regress one normalised box ``(cx, cy, w, h)``:
 
-- visual: the last ``levels`` of the stage maps it is given (``smcim.features.visual_levels``), each
-  resized to the ``grid`` (SMCIM: input/16) and concatenated along channels, ``F_v^0`` (B, HW, ΣC); a
-  learned embedding of each cell's centre gives the position that location words need;
+- visual: ``levels`` of the three stage maps it is given (``smcim.features.visual_levels``: half, once and
+  twice the grid's stride, finest first; see :func:`kept_maps` for which), each resized to the ``grid``
+  (SMCIM: input/16) and concatenated along channels, ``F_v^0`` (B, HW, ΣC); a learned embedding of each
+  cell's centre gives the position that location words need;
 - language: the outputs of the last ``levels`` blocks of the BERT (6 layers = 3 blocks of 2), ``F_{l,i}^0``.
 
 SMCIM. Stage 1 (grouping): ``F_v^0`` meets each language level through its own stack of
@@ -40,7 +41,7 @@ class SMCIMConfig:
     visual_channels: tuple[int, ...] = (64, 128, 256)  # the CNN levels available, finest first
     text_width: int = 128  # BERT hidden size
     grid: tuple[int, int] = (4, 4)  # H×W of the visual tokens (SMCIM: input / 16)
-    levels: int = 3  # visual and language levels used: the last `levels` of each
+    levels: int = 3  # visual and language levels used: maps by `kept_maps`, the last `levels` text blocks
     fusion: Literal["ca2m", "transformer"] = "ca2m"
     dim: int = 64  # C0: width of a stage-1 group (TransVG: levels × dim, SMCIM's C1)
     stage1_depth: int = 2  # CA2M blocks per group
@@ -60,14 +61,31 @@ class SMCIMOutput(NamedTuple):
     cell_logits: Tensor  # (B, h*w) a score per visual token: does it hold the referent's centre?
 
 
+def kept_maps(available: int, levels: int) -> list[int]:
+    """Indices (finest first) of the stage maps a model with ``levels`` visual levels reads.
+
+    Given SMCIM's three maps (half, once and twice the grid stride) it keeps the map at the grid's own
+    stride first, then the coarser, then the finer one: a one-level model reading only the coarsest map
+    would measure lost resolution (a 4x4 map cannot place a 10-20 px world object on an 8x8 grid) rather
+    than lost granularity. With any other number of maps, the last ``levels``.
+    """
+    order = (1, 2, 0) if available == 3 else tuple(range(available - 1, -1, -1))
+    return sorted(order[:levels])
+
+
 def box_mlp(dim: int) -> nn.Sequential:
     """The 3-layer MLP from the [CLS] / [REG] feature to a normalised cxcywh box."""
     layers = [nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 4), nn.Sigmoid()]
     return nn.Sequential(*layers)
 
 
+def grid_cells(maps: list[Tensor], grid: tuple[int, int]) -> Tensor:
+    """Stage maps -> ``(B, HW, ΣC)``: each resized to the grid, concatenated along channels, one row per cell."""
+    return resize_to_grid(maps, grid).flatten(2).transpose(1, 2)
+
+
 class VisualTokens(nn.Module):
-    """Stage maps -> ``(B, HW, out)``: resized to the grid, concatenated, projected, plus a cell-position embedding."""
+    """Grid cells ``(B, HW, C)`` (:func:`grid_cells`) -> ``(B, HW, out)``: projected, plus a cell-position embedding."""
 
     def __init__(self, channels: int, out: int, grid: tuple[int, int]):
         super().__init__()
@@ -75,8 +93,7 @@ class VisualTokens(nn.Module):
         self.proj = nn.Sequential(nn.Linear(channels, out), nn.LayerNorm(out))
         self.pos = nn.Sequential(nn.Linear(2, out), nn.GELU(), nn.Linear(out, out))
 
-    def forward(self, maps: list[Tensor]) -> Tensor:
-        cells = resize_to_grid(maps, self.grid).flatten(2).transpose(1, 2)
+    def forward(self, cells: Tensor) -> Tensor:
         return self.proj(cells) + self.pos(cell_centres(*self.grid, cells.device))
 
 
@@ -93,7 +110,8 @@ class SMCIM(nn.Module):
             raise ValueError(f"fusion = {cfg.fusion!r}: SMCIM fuses with CA2M; build TransVG for 'transformer'")
         self.config = cfg
         k, c0 = cfg.levels, cfg.dim
-        visual_in = sum(cfg.visual_channels[-k:])
+        self.map_indices = kept_maps(len(cfg.visual_channels), k)
+        visual_in = sum(cfg.visual_channels[i] for i in self.map_indices)
         self.visual = nn.ModuleList(VisualTokens(visual_in, c0, cfg.grid) for _ in range(k))
         self.words = nn.ModuleList(nn.Sequential(nn.Linear(cfg.text_width, c0), nn.LayerNorm(c0)) for _ in range(k))
         self.stage1 = nn.ModuleList(
@@ -105,11 +123,11 @@ class SMCIM(nn.Module):
 
     def forward(self, maps: list[Tensor], words: Tensor, attention_mask: Tensor) -> SMCIMOutput:
         k = self.config.levels
-        maps, words = maps[-k:], words[:, -k:]
+        cells, words = grid_cells([maps[i] for i in self.map_indices], self.config.grid), words[:, -k:]
         padding = attention_mask == 0
         groups_v, groups_l = [], []
         for i in range(k):  # stage 1: one group per language level
-            v, w = self.visual[i](maps), self.words[i](words[:, i])
+            v, w = self.visual[i](cells), self.words[i](words[:, i])
             for block in self.stage1[i]:
                 v, w = block(v, w, padding)
             groups_v.append(v)
@@ -129,7 +147,8 @@ class TransVG(nn.Module):
         # SMCIM's stage-2 width (C1 = levels × C0) and as many layers as SMCIM has CA2M blocks along its depth.
         k = cfg.levels
         d, depth = k * cfg.dim, cfg.stage1_depth + cfg.stage2_depth
-        self.visual = VisualTokens(sum(cfg.visual_channels[-k:]), d, cfg.grid)
+        self.map_indices = kept_maps(len(cfg.visual_channels), k)
+        self.visual = VisualTokens(sum(cfg.visual_channels[i] for i in self.map_indices), d, cfg.grid)
         self.words = nn.Sequential(nn.Linear(cfg.text_width, d), nn.LayerNorm(d))
         self.reg = nn.Parameter(torch.zeros(1, 1, d))
         self.kind = nn.Parameter(torch.zeros(3, d))  # which stream a token comes from: [REG], visual, words
@@ -139,7 +158,7 @@ class TransVG(nn.Module):
         self.cell_head = nn.Linear(d, 1)
 
     def forward(self, maps: list[Tensor], words: Tensor, attention_mask: Tensor) -> SMCIMOutput:
-        v = self.visual(maps[-self.config.levels :]) + self.kind[1]
+        v = self.visual(grid_cells([maps[i] for i in self.map_indices], self.config.grid)) + self.kind[1]
         w = self.words(words[:, -1]) + self.kind[2]
         reg = (self.reg + self.kind[0]).expand(len(v), -1, -1)
         tokens = torch.cat([reg, v, w], 1)

@@ -163,7 +163,7 @@ def load_image(meta: dict[str, Any], record: Record, size: int, where: str) -> t
     lb = Letterbox.fit(rgb.size[0], rgb.size[1], size)
     canvas = Image.new("RGB", (size, size), PAD)
     canvas.paste(rgb.resize((lb.new_width, lb.new_height), Image.BILINEAR), (lb.pad_x, lb.pad_y))
-    return np.asarray(canvas), lb
+    return np.array(canvas), lb  # a writable array (torch.as_tensor warns on a read-only one)
 
 
 def _root_key(meta: dict[str, Any]) -> str:

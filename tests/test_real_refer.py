@@ -115,6 +115,16 @@ def test_degenerate_boxes_are_dropped_and_counted(tmp_path):
     assert train.meta["n_refs"] == 2
 
 
+def test_each_split_lists_the_objects_of_its_images(tmp_path):
+    # the scene a random-object control picks from: every annotated object of the split's images
+    splits = load_refer(write_refer(tmp_path), "refcoco", "unc")
+    assert splits["train"].meta["objects"] == {"9": [[10.5, 20.0, 40.75, 60.0], [0.0, 0.0, 640.0, 480.0]], "25": []}
+    assert splits["val"].meta["objects"] == {"9": [[10.5, 20.0, 40.75, 60.0], [0.0, 0.0, 640.0, 480.0]]}
+    anns = [{k: v for k, v in ANNS[0].items() if k != "image_id"}]
+    with pytest.raises(DatasetError, match=r"annotations\[0\]: no 'image_id'"):
+        load_refer(write_refer(tmp_path, anns=anns), "refcoco", "unc")
+
+
 def test_python2_pickle_with_utf8_text(tmp_path):
     refs = [_ref(1, 100, 9, "val", ["caf\u00e9 on the left"])]
     write_refer(tmp_path, "refcoco+", "unc", refs=refs, py2=True)

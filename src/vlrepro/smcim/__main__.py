@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     root = params_file.parent
+    from vlrepro.data.real.errors import DatasetError
+
+    # data/world, or with source real the refer splits the `data` stage converted (vlrepro.smcim.real)
+    data, pretrained = root / "data" / p.source, root / "checkpoints" / "pretrain"
     if args.command == "features":
         import torch
 
@@ -76,8 +80,11 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(STAGE_THREADS)  # as a notebook stage: the cached features do not depend on the core count
 
-        data, pretrained = root / "data" / "world", root / "checkpoints" / "pretrain"
-        seconds = extract_all(p, data, pretrained, root / FEATURES_DIR, P.seed)
+        try:
+            seconds = extract_all(p, data, pretrained, root / FEATURES_DIR, P.seed)
+        except DatasetError as e:  # a real split or image missing or broken: say which, no traceback
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         print(f"smcim features: {sum(seconds.values()):.1f} s")
         return 0
     import torch
@@ -89,8 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
 
     name = f"{args.variant}-{args.seed}"
-    data, pretrained = root / "data" / "world", root / "checkpoints" / "pretrain"
-    result = train_and_evaluate(p, args.variant, args.seed, root / FEATURES_DIR, data, pretrained)
+    try:
+        result = train_and_evaluate(p, args.variant, args.seed, root / FEATURES_DIR, data, pretrained)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     runs = root / "reports" / "runs" / "smcim" / name
     write_json(runs / "run.json", {"examples": result.examples, "sigma": result.sigma})
     write_json(runs / "history.json", result.history)

@@ -3,6 +3,7 @@
 The section's values are the full SMCIM of the default profile. ``variants`` names the ablations: each is
 a mapping of dotted overrides of this section (``{"model.levels": 1}``), validated like the section itself.
 The DVC matrix (``dvc.yaml``, stage ``smcim``) lists variant names and seeds; ``full`` is the section as is.
+``source`` picks the data: the embedded world's referring sets, or the real RefCOCO/+/g (``vlrepro.smcim.real``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from vlrepro.config import ConfigError, Section, with_overrides
 
 REFERRING_SETS = ("refcoco", "refcoco+", "refcocog")
 EVAL_SPLITS = ("val", "testA", "testB")
+# The scored splits of each real set as the `data` stage converts it (vlrepro.data.real.suite.REFER_SETS):
+# RefCOCO and RefCOCO+ (unc) have testA / testB, RefCOCOg (umd) one test split.
+REAL_EVAL_SPLITS = {"refcoco": ("val", "testA", "testB"), "refcoco+": ("val", "testA", "testB"),
+                    "refcocog": ("val", "test")}  # fmt: skip
 
 
 class ModelParams(Section):
@@ -84,8 +89,16 @@ class AugmentParams(Section):
 
 
 class SMCIMParams(Section):
+    source: Literal["world", "real"] = Field(
+        "world", description="world: the embedded referring sets; real: RefCOCO/+ (unc) and RefCOCOg (umd) as the "
+        "data stage converts them into data/real (data.real.refer, coco_train2014)"
+    )  # fmt: skip
+    image_size: int = Field(
+        640, ge=32, description="source real: side of the square input each image is letterboxed to (paper 640); "
+        "world images are read at their own size"
+    )  # fmt: skip
     train_sets: tuple[str, ...] = Field(
-        REFERRING_SETS, description="world sets trained on together (paper: one model per dataset)"
+        REFERRING_SETS, description="sets trained on together (paper: one model per dataset)"
     )  # fmt: skip
     eval_sets: tuple[str, ...] = REFERRING_SETS
     text: Literal["minilm", "world"] = Field(
@@ -116,6 +129,10 @@ class SMCIMParams(Section):
         for name in self.variants:
             self.variant(name)
         return self
+
+    def eval_splits(self, name: str) -> tuple[str, ...]:
+        """The scored splits of set ``name``: val / testA / testB of the world; of real data the set's own."""
+        return EVAL_SPLITS if self.source == "world" else REAL_EVAL_SPLITS[name]
 
     def variant(self, name: str) -> SMCIMParams:
         """This section with the overrides of variant ``name`` applied (and validated)."""

@@ -14,7 +14,10 @@ Per world set and split, ``<set>/<split>.safetensors`` holds:
 - per expression: ``image`` (M,), ``text`` (M, V) rows of ``states``, ``boxes`` (V, M, 4) normalised
   cxcywh in the view, ``target_px`` (M, 4) the original pixel xyxy box and ``size`` (M, 2) width/height;
 
-plus ``<set>/<split>.json`` with the expression texts (for the figures).
+plus ``<set>/<split>.json`` with the expression texts (for the figures). Real splits (``smcim.source: real``,
+``vlrepro.smcim.real``) also store ``letterbox`` (M, 7), each expression's image placed in the square input
+(``vlrepro.data.images.Letterbox.as_row``; ``size`` is then the original width/height), and the JSON the
+image files (``image_files``, indexed by ``image``).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from vlrepro.data.records import load_split
 from vlrepro.io import atomic_path, write_json
 from vlrepro.metrics.boxes import xyxy_to_cxcywh
 from vlrepro.smcim.augment import apply_view, draw_view, transform_boxes
-from vlrepro.smcim.config import EVAL_SPLITS, SMCIMParams
+from vlrepro.smcim.config import SMCIMParams
 from vlrepro.transforms import swap_left_right
 
 # The paper resizes the ResNet stages at strides 8, 16 and 32 to a grid of stride 16: one map finer than the
@@ -77,6 +80,8 @@ class Features:
     target_px: Tensor
     size: Tensor
     texts: list[str]
+    letterbox: Tensor | None = None  # real images: (M, 7) Letterbox rows; None for the world's square images
+    image_files: list[str] | None = None  # real images: the file of each image index
 
     @property
     def views(self) -> int:
@@ -150,11 +155,7 @@ def extract_split(
         boxes.append(xyxy_to_cxcywh(view_boxes / size))
         flips.append(flip[image])
     texts = [r.text for r in records]
-    flipped = torch.stack(flips).any(0).tolist()
-    variants = sorted(set(texts) | {swap_left_right(t) for t, f in zip(texts, flipped, strict=True) if f})
-    row = {t: i for i, t in enumerate(variants)}
-    text = torch.tensor([[row[swap_left_right(t) if f[m] else t] for f in flips] for m, t in enumerate(texts)])
-    states, mask = encode_texts(text_encoder, variants, p.text_blocks, p.max_len)
+    text, states, mask = encode_view_texts(text_encoder, texts, flips, p)
     return Features(
         levels=[torch.stack(lv) for lv in level_views], states=states, mask=mask, image=image, text=text,
         boxes=torch.stack(boxes), target_px=target_px,
@@ -162,14 +163,30 @@ def extract_split(
     )  # fmt: skip
 
 
+def encode_view_texts(
+    text_encoder: torch.nn.Module, texts: list[str], flips: list[Tensor], p: SMCIMParams
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Each expression's text in each view (left/right swapped where the view is flipped; ``flips[v]`` (M,)),
+    encoded once per distinct text: (rows (M, V) into the states, states, mask)."""
+    flipped = torch.stack(flips).any(0).tolist()
+    variants = sorted(set(texts) | {swap_left_right(t) for t, f in zip(texts, flipped, strict=True) if f})
+    row = {t: i for i, t in enumerate(variants)}
+    text = torch.tensor([[row[swap_left_right(t) if f[m] else t] for f in flips] for m, t in enumerate(texts)])
+    states, mask = encode_texts(text_encoder, variants, p.text_blocks, p.max_len)
+    return text, states, mask
+
+
 def save_features(f: Features, path: Path) -> None:
     tensors = {f"level{k}": m.contiguous() for k, m in enumerate(f.levels)}
     fields = ("states", "mask", "image", "text", "boxes", "target_px", "size")
     tensors |= {k: getattr(f, k).contiguous() for k in fields}
+    if f.letterbox is not None:
+        tensors["letterbox"] = f.letterbox.contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp))
-    write_json(path.with_suffix(".json"), {"texts": f.texts})
+    sidecar = {"texts": f.texts} if f.image_files is None else {"texts": f.texts, "image_files": f.image_files}
+    write_json(path.with_suffix(".json"), sidecar)
 
 
 def load_features(path: Path) -> Features:
@@ -177,9 +194,9 @@ def load_features(path: Path) -> Features:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no SMCIM features; run the smcim_features stage (dvc repro smcim_features)")
     t = load_file(str(path))
-    texts = json.loads(path.with_suffix(".json").read_text())["texts"]
+    sidecar = json.loads(path.with_suffix(".json").read_text())
     levels = [t.pop(f"level{k}") for k in range(LEVELS)]
-    return Features(levels=levels, texts=texts, **t)
+    return Features(levels=levels, texts=sidecar["texts"], image_files=sidecar.get("image_files"), **t)
 
 
 def load_text_encoder(p: SMCIMParams, pretrain_dir: Path) -> torch.nn.Module:
@@ -190,18 +207,36 @@ def load_text_encoder(p: SMCIMParams, pretrain_dir: Path) -> torch.nn.Module:
 
 
 def extract_all(p: SMCIMParams, data_dir: Path, pretrain_dir: Path, out_dir: Path, seed: int) -> dict[str, float]:
-    """Write the features of every split SMCIM trains or evaluates on; returns seconds per split."""
+    """Write the features of every split SMCIM trains or evaluates on; returns seconds per split.
+
+    ``data_dir``: ``data/world``, or with ``source: real`` ``data/real``, whose splits and images are all checked
+    before any is encoded (a missing one stops the stage at once, not after hours). With ``train.encoder_lr > 0``
+    (the paper profile) the runs fine-tune the encoders on images and read no features: only ``skipped.json`` is
+    written, saying so (a variant that sets ``encoder_lr`` back to 0 then finds no features, and says so).
+    """
     from vlrepro.models import load_pretrained
 
+    if p.train.encoder_lr > 0:  # on real data at 640 px the cache would take terabytes for nothing
+        write_json(Path(out_dir) / "skipped.json", {"skipped": "smcim.train.encoder_lr > 0: the runs fine-tune the "
+                                                    "encoders on images and read no cached features"})
+        return {}
     torch.manual_seed(seed)
     cnn = load_pretrained(Path(pretrain_dir) / "cnn").eval()
     text_encoder = load_text_encoder(p, pretrain_dir).eval()
-    jobs = [(s, "train") for s in p.train_sets] + [(s, sp) for s in p.eval_sets for sp in EVAL_SPLITS]
+    jobs = [(s, "train") for s in p.train_sets] + [(s, sp) for s in p.eval_sets for sp in p.eval_splits(s)]
+    if p.source == "real":
+        from vlrepro.smcim.real import extract_real_split, real_split
+
+        real = {job: real_split(Path(data_dir) / job[0] / job[1]) for job in dict.fromkeys(jobs)}
     seconds = {}
     for i, (name, split) in enumerate(tqdm(jobs, desc="smcim features")):
         t0 = time.perf_counter()
         views = p.augment.views if split == "train" else 1
-        f = extract_split(Path(data_dir) / name / split, cnn, text_encoder, p, views, seed + i)
+        if p.source == "world":
+            f = extract_split(Path(data_dir) / name / split, cnn, text_encoder, p, views, seed + i)
+        else:
+            f = extract_real_split(real[name, split], Path(data_dir) / name / split, cnn, text_encoder, p, views,
+                                   seed + i)  # fmt: skip
         save_features(f, Path(out_dir) / name / f"{split}.safetensors")
         seconds[f"{name}/{split}"] = time.perf_counter() - t0
     return seconds

@@ -58,8 +58,20 @@ class ImageExpressions(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def image(self, i: int) -> Tensor:
+        """Expression ``i``'s image, float (3, size, size) in [0, 1]."""
+        return self.images[int(self.records[i].image)]
+
+    def input_box(self, i: int) -> Tensor:
+        """Expression ``i``'s target as pixel xyxy (1, 4) in the image of ``image(i)``."""
+        return self.boxes_px[i : i + 1]
+
+    def to_pixels(self, boxes: Tensor) -> Tensor:
+        """Predicted normalised xyxy boxes of every expression, in order -> pixels of the original images."""
+        return boxes * self.size
+
     def __getitem__(self, i: int) -> tuple[Tensor, str, Tensor]:
-        image, box, text = self.images[int(self.records[i].image)], self.boxes_px[i : i + 1], self.texts[i]
+        image, box, text = self.image(i), self.input_box(i), self.texts[i]
         if self.augment:  # the global RNG, seeded per sample by the training loop
             view = draw_view(1, self.size, self.p.augment)
             image = apply_view(image[None], view)[0]
@@ -86,4 +98,4 @@ def predict(model: EndToEnd, data: ImageExpressions, batch: int = 128) -> Tensor
         for start in range(0, len(data), batch):
             b = data.collate([data[i] for i in range(start, min(start + batch, len(data)))])
             out.append(model(b["images"], b["input_ids"], b["attention_mask"]).boxes)
-    return cxcywh_to_xyxy(torch.cat(out)) * data.size
+    return data.to_pixels(cxcywh_to_xyxy(torch.cat(out)))

@@ -5,6 +5,7 @@
 paper: the fusion and head at ``train.lr``, σ0/σ1 at ``self_paced.sigma_lr`` (no weight decay on σ), the
 encoders at ``train.encoder_lr`` — 0 by default, frozen, their outputs cached (``vlrepro.smcim.features``);
 above 0 the run goes end to end through ``vlrepro.smcim.online``. The lr drops ×0.1 at ``train.lr_drops``.
+``source: real`` trains and scores on the real referring sets (``vlrepro.smcim.real``) on either path.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from vlrepro.data.records import load_split
 from vlrepro.losses.boxes import giou_loss_per_sample, l1_per_sample
 from vlrepro.losses.self_paced import SelfPacedLoss
 from vlrepro.metrics.boxes import acc_at_iou, cxcywh_to_xyxy
-from vlrepro.smcim import online
-from vlrepro.smcim.config import EVAL_SPLITS, SMCIMParams
+from vlrepro.smcim import online, real
+from vlrepro.smcim.config import SMCIMParams
 from vlrepro.smcim.features import Features, level_stages, load_features
 from vlrepro.smcim.model import SMCIMConfig, SMCIMOutput, build
 from vlrepro.train import TrainConfig, evaluating, fit, run_dir
@@ -89,8 +90,9 @@ def model_config(p: SMCIMParams, visual_channels: tuple[int, ...], text_width: i
 
 
 def cached_config(p: SMCIMParams, f: Features) -> SMCIMConfig:
-    """The model config for cached features ``f`` (channels and widths read from them)."""
-    side = int(round(float(f.size[0, 0])))
+    """The model config for cached features ``f`` (channels, widths and input side read from them)."""
+    # world images are squares of their own size; real ones were letterboxed to the side in their rows
+    side = int(round(float(f.size[0, 0]))) if f.letterbox is None else int(f.letterbox[0, 2])
     return model_config(p, tuple(level.shape[2] for level in f.levels), f.states.shape[-1], side)
 
 
@@ -144,14 +146,18 @@ def predict(model: nn.Module, f: Features, batch: int = 512) -> Tensor:
         for start in range(0, len(f), batch):
             b = gather([f], [(0, m, 0) for m in range(start, min(start + batch, len(f)))])
             out.append(model(b["maps"], b["words"], b["attention_mask"]).boxes)
-    return cxcywh_to_xyxy(torch.cat(out)) * f.size.repeat(1, 2)
+    boxes = cxcywh_to_xyxy(torch.cat(out))
+    if f.letterbox is not None:  # real images: from the letterboxed square back to each original image
+        return real.normalised_to_original(boxes, f.letterbox)
+    return boxes * f.size.repeat(1, 2)
 
 
 def subset(f: Features, n: int) -> Features:
     """The first ``n`` expressions of ``f`` (the learning curve scores a fixed slice of val)."""
     n = min(n, len(f))
     return replace(f, image=f.image[:n], text=f.text[:n], boxes=f.boxes[:, :n], target_px=f.target_px[:n],
-                   size=f.size[:n], texts=f.texts[:n])  # fmt: skip
+                   size=f.size[:n], texts=f.texts[:n],
+                   letterbox=None if f.letterbox is None else f.letterbox[:n])  # fmt: skip
 
 
 def train_config(p: SMCIMParams, seed: int) -> TrainConfig:
@@ -180,8 +186,9 @@ def train_and_evaluate(
 ) -> RunResult:  # fmt: skip
     """Train variant ``variant`` with ``seed`` and score it on every eval split.
 
-    ``train.encoder_lr`` 0: on the cached features in ``features_dir``; > 0: end to end from the world splits in
-    ``data_dir`` and the encoders in ``pretrain_dir``, the encoders fine-tuned at ``encoder_lr``.
+    ``train.encoder_lr`` 0: on the cached features in ``features_dir``; > 0: end to end from the splits in
+    ``data_dir`` and the encoders in ``pretrain_dir``, the encoders fine-tuned at ``encoder_lr``. ``data_dir`` is
+    ``data/world``, or ``data/real`` with ``source: real``; given, it also supplies the gate's control.
     """
     t0 = time.perf_counter()
     v = p.variant(variant)
@@ -218,7 +225,11 @@ def train_and_evaluate(
         predictions[s, sp] = score(model, data)
         metrics.setdefault(s, {})[sp] = {"acc@0.5": acc_at_iou(predictions[s, sp], _targets(data))}
         if data_dir is not None:  # the learning gate's control, on the same expressions
-            random_object = heuristic_baselines(load_split(Path(data_dir) / s / sp))["random"]
+            split = load_split(Path(data_dir) / s / sp)
+            if v.source == "world":
+                random_object = heuristic_baselines(split)["random"]
+            else:  # every annotated object of the image stands in for the world's scene objects
+                random_object = real.random_object_acc(split)
             metrics[s][sp]["random_object_acc@0.5"] = random_object
     sigma = trainee.loss.self_paced.sigma.tolist() if trainee.loss.self_paced is not None else None
     first, pred = evals[v.eval_sets[0], "val"], predictions[v.eval_sets[0], "val"]
@@ -232,7 +243,11 @@ def train_and_evaluate(
 
 def _cached_setup(v: SMCIMParams, features_dir: Path):
     parts = [load_features(features_dir / s / "train.safetensors") for s in v.train_sets]
-    evals = {(s, sp): load_features(features_dir / s / f"{sp}.safetensors") for s in v.eval_sets for sp in EVAL_SPLITS}
+    evals = {(s, sp): load_features(features_dir / s / f"{sp}.safetensors")
+             for s in v.eval_sets for sp in v.eval_splits(s)}  # fmt: skip
+    if (parts[0].letterbox is None) != (v.source == "world"):  # real features carry their letterboxes
+        raise ValueError(f"{features_dir}: features of the other source than smcim.source = {v.source!r}; re-run "
+                         f"the smcim_features stage (dvc repro smcim_features)")
     model = build(cached_config(v, parts[0]))
     return CachedExpressions(parts), evals, model, [{"params": list(model.parameters()), "name": "fusion"}]
 
@@ -242,11 +257,12 @@ def _online_setup(v: SMCIMParams, data_dir: Path, pretrain_dir: Path):
     from vlrepro.smcim.features import load_text_encoder
 
     cnn, text = load_pretrained(pretrain_dir / "cnn"), load_text_encoder(v, pretrain_dir)
-    sets = [online.ImageExpressions(data_dir / s / "train", text.tokenizer, v, augment=True) for s in v.train_sets]
+    dataset = online.ImageExpressions if v.source == "world" else real.RealImageExpressions
+    sets = [dataset(data_dir / s / "train", text.tokenizer, v, augment=True) for s in v.train_sets]
     train = torch.utils.data.ConcatDataset(sets)
     train.collate = sets[0].collate  # type: ignore[attr-defined]  # one tokenizer and one padding for all sets
-    evals = {(s, sp): online.ImageExpressions(data_dir / s / sp, text.tokenizer, v, augment=False)
-             for s in v.eval_sets for sp in EVAL_SPLITS}  # fmt: skip
+    evals = {(s, sp): dataset(data_dir / s / sp, text.tokenizer, v, augment=False)
+             for s in v.eval_sets for sp in v.eval_splits(s)}  # fmt: skip
     channels = tuple(cnn.channels[i] for i in level_stages(cnn.reductions, v.model.grid_stride))
     fusion = build(model_config(v, channels, text.hidden_size, sets[0].size))
     model = online.EndToEnd(cnn, text, fusion, v.text_blocks, v.model.grid_stride)
@@ -261,5 +277,9 @@ def _targets(data: Features | online.ImageExpressions) -> Tensor:
     return data.target_px if isinstance(data, Features) else data.boxes_px
 
 
-def _image_of(data: Features | online.ImageExpressions, m: int) -> int:
-    return int(data.image[m]) if isinstance(data, Features) else int(data.records[m].image)
+def _image_of(data: Features | online.ImageExpressions, m: int) -> int | str:
+    """The image of expression ``m``: its index in the world split's images, or a real image's file."""
+    if isinstance(data, Features):
+        return int(data.image[m]) if data.image_files is None else data.image_files[int(data.image[m])]
+    image = data.records[m].image
+    return image if isinstance(image, str) else int(image)

@@ -10,6 +10,9 @@ RefCOCO/+/g images are COCO train2014 files, refclef images are saiapr_tc-12 fil
 instances.json is relative to that image root. REC is scored per expression, so each sentence becomes
 one ``Record`` (text = the normalised ``sent``, one phrase spanning it, one box = the referred object).
 
+Each split's ``meta["objects"]`` maps the ``image_id`` of each of its images to the boxes of every annotated
+object in it (``instances.json``, degenerate boxes left out): the scene a "random object" control picks from.
+
 ``labels`` hold the ref's raw ``category_id``: for RefCOCO/+/g the COCO category id (1..90, with gaps), not a
 contiguous index; for refclef the id of refclef's own ``instances.json`` categories.
 """
@@ -59,6 +62,7 @@ def load_refer(root: Path, dataset: str, split_by: str, image_root: Path | None 
     records: dict[str, list[Record]] = defaultdict(list)
     dropped: dict[str, dict[str, int]] = defaultdict(lambda: {"degenerate_box": 0, "empty_sentence": 0})
     n_refs: dict[str, int] = defaultdict(int)
+    split_images: dict[str, set[int]] = defaultdict(set)
     for i, ref in enumerate(refs):
         where = f"{refs_path}: ref {i}"
         split = _field(ref, "split", str, where)
@@ -73,6 +77,7 @@ def load_refer(root: Path, dataset: str, split_by: str, image_root: Path | None 
             raise DatasetError(f"{where} refers to image_id {image_id}, which {inst_path} does not have")
         sentences = _field(ref, "sentences", list, where)
         n_refs[split] += 1
+        split_images[split].add(image_id)
         box = ann["box"]
         if not (box[2] > box[0] and box[3] > box[1]):
             dropped[split]["degenerate_box"] += len(sentences)
@@ -103,7 +108,8 @@ def load_refer(root: Path, dataset: str, split_by: str, image_root: Path | None 
         s: Split(
             records[s],
             meta={"dataset": dataset, "split_by": split_by, "split": s, "image_root": str(image_root),
-                  "source": str(refs_path), "n_refs": n_refs[s], "dropped": dict(dropped[s])},
+                  "source": str(refs_path), "n_refs": n_refs[s], "dropped": dict(dropped[s]),
+                  "objects": _objects(anns, split_images[s])},
         )
         for s in splits
     }
@@ -151,8 +157,19 @@ def _read_instances(path: Path) -> tuple[dict[int, dict], dict[int, dict]]:
     for i, ann in enumerate(_list(doc, "annotations", path)):
         where = f"{path}: annotations[{i}]"
         bbox = _field(ann, "bbox", list, where)
-        anns[_field(ann, "id", int, where)] = {"box": _checked_xyxy(bbox, where)}
+        anns[_field(ann, "id", int, where)] = {"box": _checked_xyxy(bbox, where),
+                                               "image_id": _field(ann, "image_id", int, where)}
     return images, anns
+
+
+def _objects(anns: dict[int, dict], image_ids: set[int]) -> dict[str, list[list[float]]]:
+    """Boxes of every non-degenerate object of the images ``image_ids`` (``meta["objects"]``), in file order."""
+    out: dict[str, list[list[float]]] = {str(i): [] for i in sorted(image_ids)}
+    for ann in anns.values():
+        x0, y0, x1, y1 = ann["box"]
+        if ann["image_id"] in image_ids and x1 > x0 and y1 > y0:
+            out[str(ann["image_id"])].append([x0, y0, x1, y1])
+    return out
 
 
 def _list(doc: dict, key: str, path: Path) -> list:

@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for method, metrics in result.metrics.items():
         name = f"{method}-{args.seed}"
+        # the run's wall time (the report's summary sums it); a baselines run explains with several methods
+        metrics["seconds"] = result.seconds / len(result.metrics)
         runs = root / "reports" / "runs" / "ala" / name
         write_json(runs / "run.json", result.examples[method])
         write_json(runs / "history.json", result.history)

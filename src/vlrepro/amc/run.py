@@ -394,6 +394,7 @@ def run(
     t_eval = time.perf_counter()
     timing = {"setup_s": t_setup - t0, "train_s": t_train - t_setup, "eval_s": t_eval - t_train,
               "total_s": t_eval - t0, "steps": params.steps}
+    metrics["seconds"] = timing["total_s"]  # the run's wall time (the report's summary sums it)
 
     if metrics_path is not None:
         write_metrics(metrics_path, "amc", metrics, variant=variant_name, seed=seed,

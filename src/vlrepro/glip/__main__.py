@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from vlrepro.config import ConfigError, find_params_file, load_params
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = root / "reports" / "runs" / "glip" / name
     write_json(runs / "run.json", {"examples": result.examples})
     write_json(runs / "history.json", result.history)
+    result.metrics["seconds"] = result.seconds  # the run's wall time (the report's summary sums it)
     write_metrics(root / "reports" / "metrics" / "glip" / f"{name}.json", "glip", result.metrics,
                   variant=args.variant, seed=args.seed, claims=claims(list(p.variants), p.transfer.shots),
                   gates=gates(args.variant))  # fmt: skip
@@ -115,10 +117,13 @@ def _transfer(p, seed: int, root: Path) -> int:
     v = p.variant(start)
     model, tokenizer = load_run(p, start, root / RUNS_DIR / f"{start}-{seed}", root / "checkpoints" / "pretrain")
     odinw = root / "data" / "world" / "odinw"
+    t0 = time.perf_counter()
     out = transfer_all(model, tokenizer, p, load_split(odinw / "train"), load_split(odinw / "test"), seed, loss_fn(v),
                        v.train.max_prompt_tokens)  # fmt: skip
+    seconds = time.perf_counter() - t0
     for mode in MODES:
-        metrics = {"odinw": {"zero_shot": out["zero_shot"], **{f"k{k}": out[f"k{k}"][mode] for k in p.transfer.shots}}}
+        metrics = {"odinw": {"zero_shot": out["zero_shot"], **{f"k{k}": out[f"k{k}"][mode] for k in p.transfer.shots}},
+                   "seconds": seconds / len(MODES)}  # one process runs both modes: each file gets its share
         write_metrics(root / "reports" / "metrics" / "glip" / f"{mode}-{seed}.json", "glip", metrics, variant=mode,
                       seed=seed, claims=claims(list(p.variants), p.transfer.shots),
                       gates=[g for k in p.transfer.shots for g in transfer_gates(mode, k)])  # fmt: skip

@@ -61,6 +61,8 @@ def test_variants_override_and_errors_name_the_variant():
         SMCIMParams(variants={"bad": {"model.levels": 7}})
     with pytest.raises(ValueError, match="text_blocks"):
         SMCIMParams(text_blocks=2)
+    with pytest.raises(ValueError, match="variants.real: sets source"):  # one data folder for the whole stage
+        SMCIMParams(variants={"full": {}, "real": {"source": "real"}})
 
 
 def test_block_outputs_split_layers_evenly():
@@ -124,6 +126,22 @@ def test_run_is_deterministic_and_scores_every_split(tiny):
     assert all(0 <= v["acc@0.5"] <= 1 for v in a.metrics["refcoco"].values())
     assert a.sigma is not None and len(a.examples) == 2 and a.examples[0]["expression"]
     assert train_and_evaluate(p, "plain", 0, root / "features").sigma is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_predict_reads_a_model_left_on_the_gpu(tiny):
+    # after fit on a GPU the model stays there while the cached features are on the CPU
+    from vlrepro.smcim.model import build
+    from vlrepro.smcim.run import cached_config, predict
+
+    root, p = tiny
+    f = features.load_features(root / "features" / "refcoco" / "val.safetensors")
+    torch.manual_seed(0)
+    model = build(cached_config(p, f))
+    on_cpu = predict(model, f)
+    on_gpu = predict(model.cuda(), f)
+    assert on_gpu.device.type == "cpu"
+    torch.testing.assert_close(on_gpu, on_cpu, atol=1e-3, rtol=1e-3)
 
 
 def test_run_records_the_learning_curve_and_the_gate_control(tiny):

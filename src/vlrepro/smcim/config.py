@@ -94,7 +94,7 @@ class SMCIMParams(Section):
         "data stage converts them into data/real (data.real.refer, coco_train2014)"
     )  # fmt: skip
     image_size: int = Field(
-        640, ge=32, description="source real: side of the square input each image is letterboxed to (paper 640); "
+        512, ge=32, description="source real: side of the square input each image is letterboxed to (paper 512); "
         "world images are read at their own size"
     )  # fmt: skip
     train_sets: tuple[str, ...] = Field(
@@ -126,7 +126,9 @@ class SMCIMParams(Section):
     def _variants_valid(self) -> SMCIMParams:
         if self.model.levels > self.text_blocks:
             raise ValueError(f"model.levels = {self.model.levels} needs as many text_blocks (got {self.text_blocks})")
-        for name in self.variants:
+        for name, overrides in self.variants.items():
+            if "source" in overrides:  # one data folder per stage: the runs, features and report read the section's
+                raise ValueError(f"variants.{name}: sets source; a variant cannot change the data, set smcim.source")
             self.variant(name)
         return self
 

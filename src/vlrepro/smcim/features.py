@@ -216,7 +216,7 @@ def extract_all(p: SMCIMParams, data_dir: Path, pretrain_dir: Path, out_dir: Pat
     """
     from vlrepro.models import load_pretrained
 
-    if p.train.encoder_lr > 0:  # on real data at 640 px the cache would take terabytes for nothing
+    if p.train.encoder_lr > 0:  # on real data at 512 px the cache would take terabytes for nothing
         write_json(Path(out_dir) / "skipped.json", {"skipped": "smcim.train.encoder_lr > 0: the runs fine-tune the "
                                                     "encoders on images and read no cached features"})
         return {}

@@ -94,8 +94,9 @@ class ImageExpressions(torch.utils.data.Dataset):
 def predict(model: EndToEnd, data: ImageExpressions, batch: int = 128) -> Tensor:
     """Pixel xyxy predictions for every expression of ``data`` (built with ``augment=False``)."""
     out = []
+    device = next((q.device for q in model.parameters()), torch.device("cpu"))  # fit leaves it on a GPU if any
     with evaluating(model):
         for start in range(0, len(data), batch):
             b = data.collate([data[i] for i in range(start, min(start + batch, len(data)))])
-            out.append(model(b["images"], b["input_ids"], b["attention_mask"]).boxes)
+            out.append(model(*(b[k].to(device) for k in ("images", "input_ids", "attention_mask"))).boxes.cpu())
     return data.to_pixels(cxcywh_to_xyxy(torch.cat(out)))

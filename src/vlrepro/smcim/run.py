@@ -142,10 +142,12 @@ class Trainee(nn.Module):
 def predict(model: nn.Module, f: Features, batch: int = 512) -> Tensor:
     """Pixel xyxy predictions for every expression of ``f`` (view 0, the original image)."""
     out = []
+    device = next((q.device for q in model.parameters()), torch.device("cpu"))  # fit leaves it on a GPU if any
     with evaluating(model):
         for start in range(0, len(f), batch):
             b = gather([f], [(0, m, 0) for m in range(start, min(start + batch, len(f)))])
-            out.append(model(b["maps"], b["words"], b["attention_mask"]).boxes)
+            maps = [m.to(device) for m in b["maps"]]
+            out.append(model(maps, b["words"].to(device), b["attention_mask"].to(device)).boxes.cpu())
     boxes = cxcywh_to_xyxy(torch.cat(out))
     if f.letterbox is not None:  # real images: from the letterboxed square back to each original image
         return real.normalised_to_original(boxes, f.letterbox)

@@ -73,6 +73,15 @@ def test_smoke_pipeline_writes_the_report(smoke_repo):
     for name in ("00_data", "10_pretrain", "90_report"):
         assert (reports / "notebooks" / f"{name}.ipynb").is_file()
         assert "<html" in (reports / "notebooks" / f"{name}.html").read_text().lower()
+    # every paper's runs record their wall time, which the report's summary adds up per paper
+    for paper in ("amc", "smcim", "glip", "ala", "blip"):
+        runs = list((reports / "metrics" / paper).glob("*.json"))
+        assert runs and all(json.loads(r.read_text())["metrics"]["seconds"] > 0 for r in runs), paper
+    transfer = [json.loads((reports / "metrics" / "glip" / f"{m}-0.json").read_text())["metrics"]["seconds"]
+                for m in ("fine_tuning", "prompt_tuning")]
+    assert transfer[0] == transfer[1]  # one process ran both modes: each file holds half its time
+    summary = report.split("\n## Summary\n", 1)[1].split("\n## ", 1)[0]
+    assert "| AMC " in summary and "not recorded" not in summary  # a wall time for every paper
 
 
 @pytest.mark.pipeline

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from vlrepro.config import ConfigError, find_params_file, load_params
 from vlrepro.io import write_json, write_metrics
@@ -94,8 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "capfilt":
         from vlrepro.blip.capfilt import bootstrap
 
+        t0 = time.perf_counter()
         state = torch.load(root / "runs" / "blip" / f"{BASELINE}-{args.seed}" / "model.pt", weights_only=True)
         texts, metrics = bootstrap(p, args.seed, data, clip, state)
+        metrics["seconds"] = time.perf_counter() - t0  # the run's wall time (the report's summary sums it)
         write_json(root / "reports" / "runs" / "blip" / f"bootstrap-{args.seed}" / "texts.json", texts)
         write_metrics(root / "reports" / "metrics" / "blip" / f"bootstrap-{args.seed}.json", "blip_capfilt",
                       metrics, variant="bootstrap", seed=args.seed)  # fmt: skip

@@ -190,6 +190,25 @@ def _kill_when(cmd: list[str], work: Path, env: dict, ready, timeout: float = 90
     proc.wait()
 
 
+def _wait_for_commits(work: Path, timeout: float = 300) -> None:
+    """Wait until no `dvc commit` runs in ``work``: the matrix runner starts its commits in their own session,
+    so that killing the runner does not cut one short, and one may still be writing dvc.lock."""
+    def committing() -> bool:
+        for proc in Path("/proc").iterdir():
+            try:
+                cmd = (proc / "cmdline").read_bytes().split(b"\0")
+                if b"commit" in cmd and os.readlink(proc / "cwd") == str(work):
+                    return True
+            except OSError:  # not ours to read, or ended meanwhile
+                continue
+        return False
+
+    deadline = time.monotonic() + timeout
+    while committing():
+        assert time.monotonic() < deadline, f"a dvc commit in {work} still runs after {timeout} s"
+        time.sleep(0.2)
+
+
 @pytest.mark.pipeline
 def test_a_killed_repro_resumes_without_redoing_finished_runs_and_ends_with_the_same_metrics(smoke_repo):
     from vlrepro.report.collect import collect
@@ -204,6 +223,7 @@ def test_a_killed_repro_resumes_without_redoing_finished_runs_and_ends_with_the_
     # kill -9 in the middle of the matrix: once a first run is recorded, with others in flight
     _kill_when([sys.executable, "-m", "vlrepro.matrix", "smcim", "--jobs", "2"], work, env,
                lambda: len(_recorded(work, "smcim")) > 0)  # fmt: skip
+    _wait_for_commits(work)
     done = len(_recorded(work, "smcim"))
     assert 0 < done < len(runs)
     out = sh(sys.executable, "-m", "vlrepro.matrix", "smcim", "--jobs", "2", cwd=work, env=env)

@@ -10,12 +10,14 @@ fast as one after another. This runner
    ``smcim_features``, ...),
 2. asks ``dvc status`` which of the family's runs are out of date,
 3. runs their commands, ``--jobs`` at a time, each with one intra-op thread (``OMP_NUM_THREADS=1``), and
-4. records each finished run at once with ``dvc commit`` — the same dvc.lock entry ``dvc repro`` would
-   write, since the command is the stage's own. A run whose dependencies changed while it ran (an edit
-   to the code or params.yaml) is not recorded: dvc.lock would claim the new code produced it.
+4. records finished runs with ``dvc commit`` — the same dvc.lock entry ``dvc repro`` would write, since
+   the command is the stage's own. A commit re-reads and rewrites the whole dvc.lock (about 10 s with a
+   hundred stages), so it runs beside the next runs rather than between them, and records every run that
+   finished meanwhile in one call. A run whose dependencies changed while it ran (an edit to the code or
+   params.yaml) is not recorded: dvc.lock would claim the new code produced it.
 
-A killed runner loses only the runs in flight; the next call starts from what dvc.lock says is done, and a
-plain ``dvc repro`` afterwards finds these stages up to date. Each run's output goes to
+A killed runner loses only the runs in flight or not yet committed; the next call starts from what dvc.lock
+says is done, and a plain ``dvc repro`` afterwards finds these stages up to date. Each run's output goes to
 ``.dvc/tmp/matrix/<stage>.log``. Matrix runs set one thread themselves too, so a run gives the same numbers
 whether this runner or ``dvc repro`` started it.
 """
@@ -38,14 +40,23 @@ from tqdm.auto import tqdm
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+# Waits for a `dvc commit` that a killed runner left finishing, rather than failing on DVC's lock.
+DVC = [sys.executable, "-m", "dvc", "--wait-for-lock"]
+
+
 def _dvc(*args: str, root: Path) -> subprocess.CompletedProcess:
-    # Its own session: a runner killed with its process group (Ctrl-C, kill -9) does not cut a `dvc commit`
-    # short half-way through writing dvc.lock.
-    out = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True,
-                         start_new_session=True)  # fmt: skip
+    out = subprocess.run([*DVC, *args], cwd=root, capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(f"dvc {' '.join(args)} failed:\n{out.stdout}{out.stderr}")
     return out
+
+
+def _start_commit(names: list[str], root: Path, log: Path) -> subprocess.Popen:
+    # Its own session: a runner killed with its process group (Ctrl-C, kill -9) does not cut a `dvc commit`
+    # short half-way through writing dvc.lock.
+    with open(log, "w") as out:
+        return subprocess.Popen([*DVC, "commit", "--force", *names], cwd=root, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
 
 
 def stage_env() -> dict[str, str]:
@@ -126,7 +137,7 @@ def run_family(root: Path, family: str, stages: list, every: list, jobs: int) ->
     before = upstream(stages, every)
     if before:
         print(f"{family}: dvc repro {' '.join(before)}", flush=True)
-        subprocess.run([sys.executable, "-m", "dvc", "repro", *before], cwd=root, check=True, env=stage_env())
+        subprocess.run([*DVC, "repro", *before], cwd=root, check=True, env=stage_env())
     todo = out_of_date(root, [s.addressing for s in stages])
     by_name = {s.addressing: s for s in stages}
     print(f"{family}: {len(todo)} of {len(stages)} runs to do, {jobs} at a time", flush=True)
@@ -134,17 +145,17 @@ def run_family(root: Path, family: str, stages: list, every: list, jobs: int) ->
     logs.mkdir(parents=True, exist_ok=True)
     env = {**stage_env(), **ONE_THREAD}
     running: dict[str, tuple[subprocess.Popen, float, dict]] = {}
+    finished: list[str] = []  # done, waiting for the next commit
+    commit: tuple[subprocess.Popen, list[str]] | None = None
     failed: list[str] = []
     bar = tqdm(total=len(todo), desc=family, unit="run")
-    while todo or running:
+    while todo or running or finished or commit:
         while todo and len(running) < jobs and not failed:
             name = todo.pop(0)
             log = open(logs / f"{name}.log", "w")  # noqa: SIM115  # closed with the process below
             deps = fingerprint(root, by_name[name])
             running[name] = (subprocess.Popen(by_name[name].cmd, shell=True, cwd=root, env=env, stdout=log,
                                               stderr=subprocess.STDOUT), time.perf_counter(), deps)  # fmt: skip
-        if failed and not running:
-            break
         time.sleep(0.5)
         for name, (proc, t0, deps) in list(running.items()):
             if proc.poll() is None:
@@ -154,15 +165,22 @@ def run_family(root: Path, family: str, stages: list, every: list, jobs: int) ->
                 failed.append(name)
                 todo.clear()
                 tqdm.write(f"{name}: failed (exit {proc.returncode}); see {logs / f'{name}.log'}")
-                continue
-            if fingerprint(root, by_name[name]) != deps:
+            elif fingerprint(root, by_name[name]) != deps:
                 failed.append(name)
                 todo.clear()
                 tqdm.write(f"{name}: its dependencies changed while it ran; not recorded, run it again")
-                continue
-            _dvc("commit", "--force", name, root=root)
-            bar.update()
-            tqdm.write(f"{name}: done in {time.perf_counter() - t0:.0f} s")
+            else:
+                finished.append(name)
+                tqdm.write(f"{name}: done in {time.perf_counter() - t0:.0f} s")
+        if commit and commit[0].poll() is not None:
+            proc, names = commit
+            commit = None
+            if proc.returncode:
+                raise RuntimeError(f"dvc commit {' '.join(names)} failed:\n{(logs / 'commit.log').read_text()}")
+            bar.update(len(names))
+        if finished and not commit:
+            commit = (_start_commit(finished, root, logs / "commit.log"), finished)
+            finished = []
     bar.close()
     return failed
 

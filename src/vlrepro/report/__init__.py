@@ -20,11 +20,31 @@ the modules each do one job:
 - ``build``: put it together and write the files atomically.
 """
 
-from vlrepro.report.build import build_report
-from vlrepro.report.claims import LEDGER_COLUMNS, ClaimError, ClaimRow, ClaimTest, claims_ledger, decide
+import importlib
+from typing import Any
+
 from vlrepro.report.collect import MetricsError, collect, summarize
 from vlrepro.report.gates import GATE_COLUMNS, GateError, GateRow, evaluate_gates
 from vlrepro.report.references import PAPERS, Reference, ReferencesError, load_references, references_frame
+
+# Resolved on first use: a matrix run that only validates its gate rows (vlrepro.io imports
+# vlrepro.report.gates) should not pay for importing scipy, matplotlib and seaborn.
+_LAZY = {
+    "build_report": "build",
+    "LEDGER_COLUMNS": "claims",
+    "ClaimError": "claims",
+    "ClaimRow": "claims",
+    "ClaimTest": "claims",
+    "claims_ledger": "claims",
+    "decide": "claims",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+
 
 __all__ = [
     "GATE_COLUMNS",

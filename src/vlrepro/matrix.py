@@ -11,10 +11,11 @@ fast as one after another. This runner
 2. asks ``dvc status`` which of the family's runs are out of date,
 3. runs their commands, ``--jobs`` at a time, each with one intra-op thread (``OMP_NUM_THREADS=1``), and
 4. records finished runs with ``dvc commit`` — the same dvc.lock entry ``dvc repro`` would write, since
-   the command is the stage's own. A commit re-reads and rewrites the whole dvc.lock (about 10 s with a
-   hundred stages), so it runs beside the next runs rather than between them, and records every run that
-   finished meanwhile in one call. A run whose dependencies changed while it ran (an edit to the code or
-   params.yaml) is not recorded: dvc.lock would claim the new code produced it.
+   the command is the stage's own. A commit re-reads and rewrites the whole dvc.lock, about 10 s of a core
+   with a hundred stages: it runs beside the next runs rather than between them, at most once a minute,
+   and records every run that finished meanwhile in one call (runs of seconds, as in the smoke profile,
+   would otherwise leave a core to DVC). A run whose dependencies changed while it ran (an edit to the
+   code or params.yaml) is not recorded: dvc.lock would claim the new code produced it.
 
 A killed runner loses only the runs in flight or not yet committed; the next call starts from what dvc.lock
 says is done, and a plain ``dvc repro`` afterwards finds these stages up to date. Each run's output goes to
@@ -38,6 +39,7 @@ import yaml
 from tqdm.auto import tqdm
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+COMMIT_EVERY = 60.0  # seconds between the starts of two commits while runs are still going
 
 
 # Waits for a `dvc commit` that a killed runner left finishing, rather than failing on DVC's lock.
@@ -127,18 +129,21 @@ def remove_stale_outputs(root: Path, every: list) -> None:
         print(f"removed {path.relative_to(root.resolve())}: no stage in dvc.yaml writes it any more", flush=True)
 
 
-def out_of_date(root: Path, names: list[str]) -> list[str]:
-    status = json.loads(_dvc("status", "--json", *names, root=root).stdout or "{}")
-    return [n for n in names if n in status]
+def out_of_date(root: Path, names: list[str]) -> set[str]:
+    """The stages among ``names`` and every stage upstream of them that ``dvc status`` finds out of date."""
+    return set(json.loads(_dvc("status", "--json", "--with-deps", *names, root=root).stdout or "{}"))
 
 
 def run_family(root: Path, family: str, stages: list, every: list, jobs: int) -> list[str]:
     """Run the out-of-date runs of one family (``every``: all of dvc.yaml's stages); returns the failed ones."""
     before = upstream(stages, every)
-    if before:
+    names = [s.addressing for s in stages]
+    stale = out_of_date(root, names)  # one `dvc status` when the inputs are already up to date
+    if stale - set(names):
         print(f"{family}: dvc repro {' '.join(before)}", flush=True)
         subprocess.run([*DVC, "repro", *before], cwd=root, check=True, env=stage_env())
-    todo = out_of_date(root, [s.addressing for s in stages])
+        stale = out_of_date(root, names)
+    todo = [n for n in names if n in stale]
     by_name = {s.addressing: s for s in stages}
     print(f"{family}: {len(todo)} of {len(stages)} runs to do, {jobs} at a time", flush=True)
     logs = root / ".dvc" / "tmp" / "matrix"
@@ -147,6 +152,7 @@ def run_family(root: Path, family: str, stages: list, every: list, jobs: int) ->
     running: dict[str, tuple[subprocess.Popen, float, dict]] = {}
     finished: list[str] = []  # done, waiting for the next commit
     commit: tuple[subprocess.Popen, list[str]] | None = None
+    last_commit = -COMMIT_EVERY  # the first finished run is recorded at once
     failed: list[str] = []
     bar = tqdm(total=len(todo), desc=family, unit="run")
     while todo or running or finished or commit:
@@ -178,9 +184,9 @@ def run_family(root: Path, family: str, stages: list, every: list, jobs: int) ->
             if proc.returncode:
                 raise RuntimeError(f"dvc commit {' '.join(names)} failed:\n{(logs / 'commit.log').read_text()}")
             bar.update(len(names))
-        if finished and not commit:
+        if finished and not commit and (time.monotonic() - last_commit >= COMMIT_EVERY or not (todo or running)):
             commit = (_start_commit(finished, root, logs / "commit.log"), finished)
-            finished = []
+            finished, last_commit = [], time.monotonic()
     bar.close()
     return failed
 

@@ -24,7 +24,7 @@ INPUTS = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", 
 
 
 def sh(*cmd: str, cwd: Path, env: dict) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=3000)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc.stdout
 

@@ -6,9 +6,10 @@ fast as one after another. This runner
 
 0. removes what a removed or renamed run left beside the matrix outputs (its metrics JSON, its run folder),
    so that the report no longer reads it,
-1. brings the stages a family's runs depend on up to date with ``dvc repro`` (``data``, ``pretrain``,
-   ``smcim_features``, ...),
-2. asks ``dvc status`` which of the family's runs are out of date,
+1. asks ``dvc status --with-deps`` which of the family's runs, and of the stages upstream of them, are out
+   of date; when an upstream stage is (``data``, ``pretrain``, ``smcim_features``, ...), brings it up to
+   date with ``dvc repro`` and asks again,
+2. keeps the family's out-of-date runs,
 3. runs their commands, ``--jobs`` at a time, each with one intra-op thread (``OMP_NUM_THREADS=1``), and
 4. records finished runs with ``dvc commit`` — the same dvc.lock entry ``dvc repro`` would write, since
    the command is the stage's own. A commit re-reads and rewrites the whole dvc.lock, about 10 s of a core
@@ -179,11 +180,11 @@ def run_family(root: Path, family: str, stages: list, every: list, jobs: int) ->
                 finished.append(name)
                 tqdm.write(f"{name}: done in {time.perf_counter() - t0:.0f} s")
         if commit and commit[0].poll() is not None:
-            proc, names = commit
+            committer, recorded = commit
             commit = None
-            if proc.returncode:
-                raise RuntimeError(f"dvc commit {' '.join(names)} failed:\n{(logs / 'commit.log').read_text()}")
-            bar.update(len(names))
+            if committer.returncode:
+                raise RuntimeError(f"dvc commit {' '.join(recorded)} failed:\n{(logs / 'commit.log').read_text()}")
+            bar.update(len(recorded))
         if finished and not commit and (time.monotonic() - last_commit >= COMMIT_EVERY or not (todo or running)):
             commit = (_start_commit(finished, root, logs / "commit.log"), finished)
             finished, last_commit = [], time.monotonic()

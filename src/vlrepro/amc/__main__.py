@@ -3,7 +3,7 @@
 The commands of the ``amc_pretrain`` and ``amc@<variant>-<seed>`` DVC stages (no notebook: a papermill
 kernel per run would cost more than the run). Paths are relative to the repository root:
 
-- ``pretrain``: the ALBEF pre-training phase on world captions, ``checkpoints/albef`` (``vlrepro.amc.pretrain``);
+- ``pretrain``: the ALBEF pre-training phase on captions, ``checkpoints/albef`` (``vlrepro.amc.pretrain``);
 - ``run``: one variant × seed from that checkpoint, ``reports/metrics/amc/<variant>-<seed>.json`` and
   ``runs/amc/<variant>-<seed>/`` (``vlrepro.amc.run``).
 """
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
-    sub.add_parser("pretrain", help="ALBEF pre-training on world captions (checkpoints/albef)")
+    sub.add_parser("pretrain", help="ALBEF pre-training on captions (checkpoints/albef)")
     run_ap = sub.add_parser("run", help="train and evaluate one variant with one seed")
     run_ap.add_argument("--variant", required=True, help="a name under amc.variants in params.yaml")
     run_ap.add_argument("--seed", type=int, required=True)
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     root = params_file.parent
-    data = root / "data" / "world"
+    data = root / "data" / P.amc.source  # type: ignore[attr-defined]  # data/world or data/real
     if args.command == "pretrain":
         # Alone in the pipeline, unlike the runs: two intra-op threads use a 2-core machine, and a fixed count
         # keeps the checkpoint the same on a machine with more cores (reductions split by thread count).

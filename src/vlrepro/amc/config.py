@@ -65,6 +65,10 @@ class AMCEvalParams(Section):
                 raise ValueError(f"{name}: unknown splits {bad}; allowed: {', '.join(EVAL_SPLITS[name])}")
         return v
 
+    def splits(self) -> list[tuple[str, str]]:
+        """The evaluated (set, split) pairs, in params order."""
+        return [(name, split) for name, splits in self.sets.items() for split in splits]
+
 
 class ALBEFPretrainParams(Section):
     """The ALBEF pre-training phase (stage ``amc_pretrain``): ITC + ITM + MLM on world image-text pairs, no
@@ -146,6 +150,9 @@ class AMCParams(Section):
     def _claims_need(self) -> AMCParams:
         if missing := [n for n in ("baseline", "amc") if n not in self.variants]:
             raise ValueError(f"variants must define {missing}: the claims compare amc with baseline")
+        if self.source == "real" and "web" in self.pretrain.sets:
+            raise ValueError("pretrain.sets: 'web' is a world set without a real counterpart (ALBEF's web captions "
+                             "are not among the adapters); with source: real use captions (COCO), flickr, vg")
         return self
 
     def variant(self, name: str) -> VariantParams:

@@ -8,7 +8,16 @@ brightness/contrast jitter, optional greyscale) so the mask keeps covering the r
 
 Evaluation samples (``GroundingSet``): Flickr one per phrase (query = the phrase, hit inside any of its
 boxes), RefCOCO+ one per expression. Proposals for the ranking metric are every object box of the scene
-(an oracle detector: the world has exact boxes).
+(an oracle detector: the world has exact boxes); on real data every annotated box of the image (RefCOCO+:
+its COCO objects; Flickr30k Entities: the boxes of all its captions' phrases).
+
+Real data (``amc.source: real``, the ``paper`` profile). The sets keep their world names in params and
+metrics (``vg``, ``flickr``, ``refcoco+``, ``captions``) and are read from the `data` stage's conversions
+(``REAL_SETS``: Visual Genome, Flickr30k Entities, RefCOCO+, COCO Karpathy captions), every image file
+checked before any compute (``open_split``). An image is letterboxed to the ViT's input size
+(``vlrepro.data.images``) and its boxes and masks are mapped alike; the pointing game is scored in those
+input pixels, which is the same as in the original ones: the map is a scaling plus a shift, so a point
+stays inside a box or outside it.
 
 Controls for the learning gates, chosen here from the data alone (no model), so every variant and seed is
 judged on the same pairs:
@@ -41,7 +50,9 @@ from tokenizers import Tokenizer
 from torch import Tensor
 
 from vlrepro.amc.config import AugmentParams
-from vlrepro.data.records import Split
+from vlrepro.data.images import Letterbox, check_images, load_image
+from vlrepro.data.real.errors import README_HINT, DatasetError
+from vlrepro.data.records import Record, Split, load_split
 from vlrepro.data.world.captions import caption_truth_matrix
 from vlrepro.data.world.resolver import ParseError, resolve
 from vlrepro.losses.amc import box_masks
@@ -85,7 +96,8 @@ class RegionPairs(torch.utils.data.Dataset):
 
     With ``boxes=False`` every record with a text is a pair and none has a box (all-zero mask): the
     image-caption pairs of the ALBEF pre-training phase. ``image_offset`` is added to the image index, so
-    that the images of several splits (a ``ConcatDataset``) keep distinct ids in a batch.
+    that the images of several splits (a ``ConcatDataset``) keep distinct ids in a batch. A real split (no
+    ``images.npy``) is read from its files, each letterboxed to ``image_size`` with its box.
     """
 
     def __init__(
@@ -100,17 +112,28 @@ class RegionPairs(torch.utils.data.Dataset):
         limit: int | None = None,
         boxes: bool = True,
         image_offset: int = 0,
+        image_size: int | None = None,
     ):
-        if split.images is None:
-            raise ValueError("RegionPairs needs a split with images.npy (the embedded world)")
         records = [r for r in split.records[:limit] if (r.boxes if boxes else r.text)]
         if not records:
             raise ValueError(f"no {'region with a box' if boxes else 'text'} in the training split")
-        self.images = torch.from_numpy(np.array(split.images))
-        self.index = torch.tensor([int(r.image) for r in records])
+        self.records, self.meta, self.size = records, split.meta, image_size
+        if split.images is not None:
+            self.images: torch.Tensor | None = torch.from_numpy(np.array(split.images))
+            self.n_images = len(self.images)
+            self.index = torch.tensor([int(r.image) for r in records])
+            box_rows = [r.boxes[0] if boxes else (0.0, 0.0, 0.0, 0.0) for r in records]
+        else:
+            if image_size is None:
+                raise ValueError("RegionPairs of a real split (image files) needs image_size, the model's input")
+            self.images = None
+            files = image_numbers(records)
+            self.n_images = len(files)
+            self.index = torch.tensor([files[str(r.image)] for r in records])
+            box_rows = [tuple(Letterbox.fit(r.width, r.height, image_size).to_input([r.boxes[0]])[0]) if boxes
+                        else (0.0, 0.0, 0.0, 0.0) for r in records]  # fmt: skip
         self.image_offset = image_offset
-        self.boxes = torch.tensor([r.boxes[0] if boxes else (0.0, 0.0, 0.0, 0.0) for r in records],
-                                  dtype=torch.float32)  # an empty box: an all-zero mask
+        self.boxes = torch.tensor(box_rows, dtype=torch.float32)  # an empty box: an all-zero mask
         self.ids = encode_rows(tokenizer, [r.text for r in records], max_len)
         self.flipped_ids = encode_rows(tokenizer, [swap_left_right(r.text) for r in records], max_len)
         n_box = (max(1, round(box_share * len(records))) if box_share > 0 else 0) if boxes else 0
@@ -126,8 +149,15 @@ class RegionPairs(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def image(self, i: int) -> Tensor:
+        """Pair ``i``'s image, float (3, H, W) in [0, 1]."""
+        if self.images is not None:
+            return images_to_tensor(self.images[self.index[i]])
+        pixels, _ = load_image(self.meta, self.records[i], self.size, _where(self.meta))  # type: ignore[arg-type]
+        return images_to_tensor(pixels)
+
     def __getitem__(self, i: int) -> dict[str, Tensor]:
-        image = images_to_tensor(self.images[self.index[i]])
+        image = self.image(i)
         mask = box_masks(self.boxes[i : i + 1], image.shape[1], image.shape[2])[0]
         image, mask, flipped = augment(image, mask, self.augment_cfg)
         ids = self.flipped_ids[i] if flipped else self.ids[i]
@@ -282,49 +312,129 @@ def world_caption_linker(split: Split) -> Callable[[str, int], bool] | None:
     return lambda text, image: bool(caption_truth_matrix(split, [text], [image])[0, 0])
 
 
-def grounding_set(split: Split, name: str, limit: int | None = None, seed: int = 0) -> GroundingSet:
+def grounding_set(
+    split: Split, name: str, limit: int | None = None, seed: int = 0, image_size: int | None = None
+) -> GroundingSet:
     """Flickr-style records give one query per phrase; referring records one per expression.
 
     The first ``limit`` queries are kept; their controls (other phrase, ITM negative, see the module
     docstring) are chosen among all queries of the split. ``seed`` and ``name`` seed the negatives. Where a
     record's phrases are parts of its text (Flickr-style), ``captions`` holds the records of the kept
-    queries, whole, with negatives drawn among all the split's captions.
+    queries, whole, with negatives drawn among all the split's captions. A real split's images (files) are
+    read for the kept queries only, letterboxed to ``image_size``, their boxes and proposals mapped alike.
     """
-    if split.images is None:
-        raise ValueError(f"{name}: the pointing game needs images.npy (the embedded world)")
-    scenes = split.meta.get("scenes")
-    if scenes is None:
-        raise ValueError(f"{name}: records.json meta has no 'scenes' (the proposals of the ranking metric)")
+    real = split.images is None
+    if real:
+        if image_size is None:
+            raise ValueError(f"{name}: a real split (image files) needs image_size, the model's input")
+        numbers = image_numbers(split.records)
+        image_of = [numbers[str(r.image)] for r in split.records]
+        proposals_of = real_proposals(split)
+    else:
+        scenes = split.meta.get("scenes")
+        if scenes is None:
+            raise ValueError(f"{name}: records.json meta has no 'scenes' (the proposals of the ranking metric)")
+        image_of = [int(r.image) for r in split.records]
+        proposals_of = {i: [tuple(float(v) for v in o["box"]) for o in objs] for i, objs in enumerate(scenes)}
     index, texts, boxes, proposals, source = [], [], [], [], []
     for k, r in enumerate(split.records):
-        image = int(r.image)
-        props = [tuple(float(v) for v in o["box"]) for o in scenes[image]]
         for p in r.phrases:
             source.append(k)
-            index.append(image)
+            index.append(image_of[k])
             texts.append(r.text[p.start : p.end])
             boxes.append([r.boxes[b] for b in p.box_ids])
-            proposals.append(props)
+            proposals.append(proposals_of[image_of[k]])
     if not texts:
         raise ValueError(f"{name}: no phrase with a box to evaluate")
     n = len(texts) if limit is None else min(limit, len(texts))
     others = [None if j is None else texts[j] for j in other_phrases(index, texts, boxes)[:n]]
     negatives = itm_negatives(index, texts, n, [seed, zlib.crc32(name.encode())], world_linker(split))
-    return GroundingSet(name, np.asarray(split.images), index[:n], texts[:n], boxes[:n], proposals[:n],
-                        others, negatives, _caption_pairs(split, name, sorted(set(source[:n])), seed))
+    captions = _caption_pairs(split, image_of, name, sorted(set(source[:n])), seed)
+    index, boxes, proposals = index[:n], boxes[:n], proposals[:n]
+    if not real:
+        images = np.asarray(split.images)
+    else:  # the kept queries' images only, renumbered 0..; boxes into the letterboxed input's pixels
+        first = {image_of[k]: split.records[k] for k in reversed(source[:n])}
+        order = sorted(first)
+        loaded = [load_image(split.meta, first[i], image_size, name) for i in order]  # type: ignore[arg-type]
+        images = np.stack([pixels for pixels, _ in loaded])
+        renumber = {i: j for j, i in enumerate(order)}
+        boxes_in = {i: lb.to_input for i, (_, lb) in zip(order, loaded, strict=True)}
+        boxes = [_tuples(boxes_in[i](b)) for i, b in zip(index, boxes, strict=True)]
+        proposals = [_tuples(boxes_in[i](p)) for i, p in zip(index, proposals, strict=True)]
+        index = [renumber[i] for i in index]
+        if captions is not None:
+            captions = MatchPairs([renumber[i] for i in captions.image_index], captions.texts, captions.negatives)
+    return GroundingSet(name, images, index, texts[:n], boxes, proposals, others, negatives, captions)
 
 
-def _caption_pairs(split: Split, name: str, kept: list[int], seed: int) -> MatchPairs | None:
+def _tuples(boxes: np.ndarray) -> list[tuple[float, float, float, float]]:
+    return [tuple(float(v) for v in b) for b in boxes]  # type: ignore[misc]
+
+
+def _caption_pairs(split: Split, image_of: list[int], name: str, kept: list[int], seed: int) -> MatchPairs | None:
     """The records ``kept`` as whole image-caption pairs with their negatives; ``None`` when the records'
-    phrases span their whole text (referring expressions: the phrase pairs already are the captions)."""
+    phrases span their whole text (referring expressions: the phrase pairs already are the captions).
+    ``image_of``: each record's image number."""
     records = split.records
     if all(len(p) == 1 and p[0].start == 0 and p[0].end == len(r.text) for r in records
            if (p := r.phrases)):
         return None
-    index, texts = [int(r.image) for r in records], [r.text for r in records]
-    negatives = itm_negatives(index, texts, len(records), [seed, zlib.crc32(f"{name}/captions".encode())],
+    texts = [r.text for r in records]
+    negatives = itm_negatives(image_of, texts, len(records), [seed, zlib.crc32(f"{name}/captions".encode())],
                               world_caption_linker(split))
-    return MatchPairs([index[k] for k in kept], [texts[k] for k in kept], [negatives[k] for k in kept])
+    return MatchPairs([image_of[k] for k in kept], [texts[k] for k in kept], [negatives[k] for k in kept])
+
+
+def image_numbers(records: Sequence[Record]) -> dict[str, int]:
+    """A real split's image files numbered in order of first appearance (records name them by path)."""
+    return {f: i for i, f in enumerate(dict.fromkeys(str(r.image) for r in records))}
+
+
+def real_proposals(split: Split) -> dict[int, list[tuple[float, float, float, float]]]:
+    """Per image number (``image_numbers``), the ranking metric's proposals: every annotated box of the image,
+    original pixels. A refer split lists its images' COCO objects (``meta["objects"]``); otherwise
+    (Flickr30k Entities) the boxes of all the image's records, each once."""
+    numbers = image_numbers(split.records)
+    objects = split.meta.get("objects")
+    out: dict[int, list[tuple[float, float, float, float]]] = {}
+    for r in split.records:
+        i = numbers[str(r.image)]
+        if objects is not None:
+            out[i] = [tuple(map(float, b)) for b in objects.get(str(r.image_id), r.boxes)]  # type: ignore[misc]
+        else:
+            have = out.setdefault(i, [])
+            have += [b for b in r.boxes if b not in have]
+    return out
+
+
+# World set name -> its conversion under data/real (amc.source: real) and the data.real key behind it.
+REAL_SETS = {"vg": ("visual_genome", "visual_genome"), "flickr": ("flickr30k_entities", "flickr30k_entities"),
+             "refcoco+": ("refcoco+", "refer"), "captions": ("coco_karpathy", "coco_karpathy")}  # fmt: skip
+
+
+def open_split(data_dir: Path, name: str, split: str, source: str = "world") -> Split:
+    """Split ``split`` of set ``name`` (its world name) under ``data_dir`` (``data/world`` or ``data/real``).
+    A real one must have been converted by the `data` stage and have every image file on disk; otherwise a
+    ``DatasetError`` names the folder or the missing files and the ``data.real`` key to set."""
+    if source == "world":
+        return load_split(world_split_dir(data_dir, name, split))
+    if name not in REAL_SETS:
+        raise DatasetError(f"amc.source = real: the set {name!r} has no real counterpart; real sets: "
+                           f"{', '.join(f'{k} ({v[0]})' for k, v in REAL_SETS.items())}")
+    folder, key = REAL_SETS[name]
+    path = Path(data_dir) / folder / split
+    if not (path / "records.json").is_file():
+        raise DatasetError(f"{path}: missing; amc.source = real reads {name} {split} from the `data` stage's "
+                           f"conversion of data.real.{key}. Set that path and re-run the `data` stage (dvc repro "
+                           f"data) ({README_HINT})")
+    out = load_split(path)
+    check_images(out.meta, out.records, str(path))
+    return out
+
+
+def _where(meta: dict) -> str:
+    return f"{meta.get('dataset', 'a real split')}/{meta.get('split', '')}".rstrip("/")
 
 
 def world_split_dir(data_dir: Path, name: str, split: str) -> Path:

@@ -3,7 +3,8 @@
 The paper fine-tunes ALBEF weights pre-trained on image-text pairs (COCO, Visual Genome regions, web
 captions); its own phase only adds the box masks. The world analog: the ALBEF-style model is built from
 the world CLIP (``build_from_clip``), trained with ITC + ITM + MLM on the texts of ``amc.pretrain.sets``
-(whole captions and region descriptions, without boxes or AMC loss) and saved to ``checkpoints/albef``.
+(whole captions and region descriptions, without boxes or AMC loss) and saved to ``checkpoints/albef``. With
+``amc.source: real`` the same sets are read from ``data/real`` (COCO captions, Flickr30k, Visual Genome).
 Doing the long ITM learning once here, rather than in each of the matrix's runs, is what lets the runs be
 short: trained from CLIP for a run's 1,000 steps on region descriptions alone, ITM reached only 0.61-0.65
 accuracy on flickr val (1:1, chance 0.5).
@@ -24,11 +25,10 @@ from typing import Any
 import torch
 
 from vlrepro.amc.config import AMCParams, VariantParams
-from vlrepro.amc.data import RegionPairs, world_split_dir
+from vlrepro.amc.data import RegionPairs, open_split
 from vlrepro.amc.model import ALBEF
-from vlrepro.amc.run import check_source, curve_point, curve_set
+from vlrepro.amc.run import curve_point, curve_set
 from vlrepro.amc.train import train_albef
-from vlrepro.data.records import load_split
 from vlrepro.io import write_json
 from vlrepro.models import load_pretrained, save_pretrained
 
@@ -47,24 +47,27 @@ def build_from_clip(params: AMCParams, ckpt_dir: Path, seed: int) -> ALBEF:
     )
 
 
-def caption_pairs(params: AMCParams, data_dir: Path, tokenizer: Any) -> torch.utils.data.ConcatDataset:
-    """The train texts of ``amc.pretrain.sets`` as box-free pairs, image ids distinct across sets."""
+def caption_pairs(
+    params: AMCParams, data_dir: Path, tokenizer: Any, image_size: int | None = None
+) -> torch.utils.data.ConcatDataset:
+    """The train texts of ``amc.pretrain.sets`` as box-free pairs, image ids distinct across sets
+    (``image_size``: the model's input, for real splits' image files)."""
     parts, offset = [], 0
     for name in params.pretrain.sets:
-        split = load_split(world_split_dir(data_dir, name, "train"))
+        split = open_split(data_dir, name, "train", params.source)
         parts.append(RegionPairs(split, tokenizer, params.max_len, params.augment, params.mlm_prob, boxes=False,
-                                 image_offset=offset))  # fmt: skip
-        offset += len(split.images)  # type: ignore[arg-type]
+                                 image_offset=offset, image_size=image_size))  # fmt: skip
+        offset += parts[-1].n_images
     return torch.utils.data.ConcatDataset(parts)
 
 
 def pretrain_albef(params: AMCParams, data_dir: Path, ckpt_dir: Path, out_dir: Path, seed: int = 0) -> dict[str, Any]:
     """Build from CLIP, train (``amc.pretrain``), save to ``out_dir``; returns the metrics and timing."""
-    check_source(params)
     t0 = time.perf_counter()
     p = params.pretrain
     model = build_from_clip(params, ckpt_dir, seed)
-    curve_data = curve_set(data_dir, p.eval_samples)
+    size = model.visual.config.img_size
+    curve_data = curve_set(data_dir, p.eval_samples, params.source, size)
 
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
         return curve_point(m, curve_data, layer=0)  # type: ignore[arg-type]
@@ -72,7 +75,7 @@ def pretrain_albef(params: AMCParams, data_dir: Path, ckpt_dir: Path, out_dir: P
     before = evaluate(model)
     history: list[dict[str, float]] = [{"step": 0, **before}]
     if p.steps:
-        train = caption_pairs(params, data_dir, model.text.tokenizer)
+        train = caption_pairs(params, data_dir, model.text.tokenizer, size)
         collate = train.datasets[0].collate  # type: ignore[attr-defined]  # one tokenizer and padding for all
         history += train_albef(model, train, collate, params, p, seed, NO_AMC, f"albef-{seed}", evaluate,
                                p.eval_every).history  # fmt: skip

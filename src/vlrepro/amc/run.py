@@ -49,10 +49,9 @@ import torch
 from torch import Tensor
 
 from vlrepro.amc.config import CLAIM_METRICS, EVAL_SPLITS, PAPER, AMCParams
-from vlrepro.amc.data import GroundingSet, MatchPairs, RegionPairs, grounding_set, world_split_dir
+from vlrepro.amc.data import GroundingSet, MatchPairs, RegionPairs, grounding_set, open_split
 from vlrepro.amc.model import ALBEF
 from vlrepro.amc.train import train_albef
-from vlrepro.data.records import load_split
 from vlrepro.explain.gradcam import AttentionRecorder, attention_gradcam, upsample
 from vlrepro.io import write_json, write_metrics
 from vlrepro.metrics.pointing import centre_hits, pointing_hits, proposal_hit
@@ -233,10 +232,10 @@ def evaluate_itm(model: ALBEF, data: GroundingSet, batch: int = 256) -> dict[str
 CURVE_SPLIT = ("flickr", "val")  # the learning curves' split (pre-training phase and every run)
 
 
-def curve_set(data_dir: Path, samples: int) -> GroundingSet:
-    """The first ``samples`` queries of ``CURVE_SPLIT``, with their controls."""
+def curve_set(data_dir: Path, samples: int, source: str = "world", image_size: int | None = None) -> GroundingSet:
+    """The first ``samples`` queries of ``CURVE_SPLIT``, with their controls (``amc.data.open_split``)."""
     name, split = CURVE_SPLIT
-    return grounding_set(load_split(world_split_dir(data_dir, name, split)), f"{name}/{split}", samples)
+    return grounding_set(open_split(data_dir, name, split, source), f"{name}/{split}", samples, image_size=image_size)
 
 
 def curve_point(model: ALBEF, data: GroundingSet, layer: int) -> dict[str, float]:
@@ -322,16 +321,6 @@ class RunResult:
     model: ALBEF
 
 
-def check_source(params: AMCParams) -> None:
-    if params.source == "real":
-        raise NotImplementedError(
-            "amc.source = 'real': the AMC stage reads only the embedded world so far. It would need data/real/"
-            "visual_genome/train, data/real/flickr30k_entities/{val,test} and data/real/refcoco+/{val,testA,testB} "
-            "(data.real.visual_genome / flickr30k_entities / refer) plus file-backed image loading at the "
-            "ViT's input size, which this stage does not implement yet; use source: world"
-        )
-
-
 def build_model(params: AMCParams, albef_dir: Path) -> ALBEF:
     """The ``amc_pretrain`` stage's ALBEF, with this stage's trainable blocks and momentum settings."""
     model = load_pretrained(albef_dir)
@@ -354,8 +343,8 @@ def run(
     metrics_path: Path | None = None,
     run_dir: Path | None = None,
 ) -> RunResult:
-    """Train and evaluate one variant with one seed; write the metrics JSON and run artefacts if paths given."""
-    check_source(params)
+    """Train and evaluate one variant with one seed; write the metrics JSON and run artefacts if paths given.
+    ``data_dir``: ``data/world``, or ``data/real`` with ``amc.source: real``."""
     variant = params.variant(variant_name)
     t0 = time.perf_counter()
     model = build_model(params, albef_dir)
@@ -363,20 +352,21 @@ def run(
     if not -n_fusion <= variant.gradcam_layer < n_fusion:
         raise ValueError(f"amc.variants.{variant_name}.gradcam_layer = {variant.gradcam_layer}: the model has "
                          f"{n_fusion} fusion layers (text_layers = {params.text_layers} of the BERT's layers)")
-    train_split = load_split(world_split_dir(data_dir, params.train_set, "train"))
-    train = RegionPairs(train_split, model.text.tokenizer, params.max_len, params.augment, params.mlm_prob,
-                        variant.box_share, box_seed=seed, limit=params.train_limit)  # type: ignore[arg-type]
-    eval_sets = {
-        f"{name}.{split}": grounding_set(load_split(world_split_dir(data_dir, name, split)), f"{name}/{split}",
-                                         params.eval.max_samples)
-        for name, splits in params.eval.sets.items() for split in splits
-    }
+    size = model.visual.config.img_size
+    splits = {(name, split): open_split(data_dir, name, split, params.source)  # every image checked first
+              for name, split in [(params.train_set, "train"), *params.eval.splits()]}  # fmt: skip
+    train = RegionPairs(splits[params.train_set, "train"], model.text.tokenizer, params.max_len, params.augment,
+                        params.mlm_prob, variant.box_share, box_seed=seed, limit=params.train_limit,
+                        image_size=size)  # type: ignore[arg-type]
+    eval_sets = {f"{name}.{split}": grounding_set(splits[name, split], f"{name}/{split}", params.eval.max_samples,
+                                                  image_size=size)
+                 for name, split in params.eval.splits()}  # fmt: skip
     gates = gate_rows([variant_name], params.eval.sets)
     check_controls(eval_sets, gates)  # before training: a gate without its control would fail at the end
     t_setup = time.perf_counter()
 
     every = params.eval.curve_every
-    curve_data = curve_set(data_dir, params.eval.curve_samples) if every else None
+    curve_data = curve_set(data_dir, params.eval.curve_samples, params.source, size) if every else None
 
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
         return curve_point(m, curve_data, variant.gradcam_layer)  # type: ignore[arg-type]

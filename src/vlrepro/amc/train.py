@@ -86,7 +86,10 @@ def albef_amc_loss(
 
     mlm_hidden = model.fuse(model.encode_text(batch["mlm_ids"], mask), mask, image_tokens)
     mlm_logits = model.text.mlm_logits(mlm_hidden)
-    mlm = F.cross_entropy(mlm_logits.flatten(0, 1), batch["mlm_labels"].flatten(), ignore_index=IGNORE)
+    labels = batch["mlm_labels"].flatten()
+    # A batch of a few short texts can draw no token to mask: its MLM term is 0, not the NaN of an empty mean.
+    mlm = (F.cross_entropy(mlm_logits.flatten(0, 1), labels, ignore_index=IGNORE) if (labels != IGNORE).any()
+           else mlm_logits.sum() * 0.0)  # fmt: skip
 
     terms = {"itc": itc, "itm": itm, "mlm": mlm}
     loss = itc + itm + mlm

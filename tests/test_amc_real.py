@@ -6,6 +6,7 @@ through their command with a tiny model."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -140,10 +141,27 @@ def test_real_sets_keep_their_world_names_and_boxes_follow_the_letterbox(project
     # controls: another phrase of the same image about the other box; captions with a negative of another image
     assert g.other_texts[:3] == ["a blue dog", "A red man", "A red man"]
     assert g.captions is not None and g.captions.image_index == [0, 0, 1, 1]
-    assert all(n is not None for n in g.captions.negatives)
+    own = {0: {"A red man stands beside a blue dog .", "The dog sits ."},
+           1: {"A green man stands beside a yellow dog .", "The dog sits ."}}
+    assert g.captions.texts == ["A red man stands beside a blue dog .", "The dog sits .",
+                                "A green man stands beside a yellow dog .", "The dog sits ."]  # fmt: skip
+    assert all(n in own[1 - i] - own[i] for i, n in zip(g.captions.image_index, g.captions.negatives, strict=True))
     # the image really is the letterboxed file: the man's box is green, the padding is the pad colour
     assert g.images[1, 16, 5, 1] > 100 and g.images[1, 16, 5, [0, 2]].max() < 60  # green
     assert tuple(g.images[1, 1, 16]) == (124, 116, 104)
+
+    # queries of the second image only (the first record has no phrase): the images are renumbered from 0
+    skip = replace(flickr, records=[replace(flickr.records[2], phrases=()), *flickr.records[:2]])
+    first = grounding_set(skip, "flickr/test", limit=3, image_size=SIZE)
+    assert first.image_index == [0, 0, 0] and len(first.images) == 1
+    assert first.images[0, 16, 5, 0] > 150 and first.images[0, 16, 5, 2] < 100  # 1005's red man, not 1006
+    # RefCOCO+: the proposals are the image's COCO objects (three per image), in input pixels
+    refer = open_split(data, "refcoco+", "testA", "real")
+    r = grounding_set(refer, "refcoco+/testA", image_size=SIZE)
+    objects = refer.meta["objects"][refer.records[0].image_id]
+    lb = Letterbox.fit(refer.records[0].width, refer.records[0].height, SIZE)
+    assert len(r.proposals[0]) == 3 and np.allclose(r.proposals[0], lb.to_input(objects))
+    assert r.captions is None  # expressions span their whole text: the phrase pairs are the captions
 
     pairs = RegionPairs(open_split(data, "vg", "train", "real"), _tokenizer(root), 8, p.augment, 0.15,
                         image_size=SIZE)  # fmt: skip
@@ -179,7 +197,7 @@ def test_missing_conversion_or_image_names_the_key_and_file(project, tmp_path):
 
 def test_web_captions_have_no_real_counterpart(project):
     _, p = project
-    with pytest.raises(ValueError, match="'web' is a world set without a real counterpart"):
+    with pytest.raises(ValueError, match=r"\['web'\] have no real counterpart"):
         type(p).model_validate({**p.model_dump(), "pretrain": {**p.pretrain.model_dump(), "sets": ["web"]}})
 
 
@@ -196,10 +214,11 @@ def test_pretrain_and_run_in_the_paper_profile(project, monkeypatch):
     m = doc["metrics"]
     assert sorted(m["flickr"]) == ["test", "val"] and sorted(m["refcoco+"]) == ["testA", "testB", "val"]
     test = m["flickr"]["test"]
-    assert test["n"] == 6 and 0 <= test["pointing"] <= 1 and test["n_other_phrase"] == 6
+    assert test["n"] == 6 and test["n_other_phrase"] == 6
     # the centre point of a letterboxed image is the original's centre: it misses both halves' boxes here
     assert test["pointing_centre"] == 0.0
-    assert 0 <= m["flickr"]["val"]["caption_itm_acc"] <= 1
+    # 4 val captions, each with a negative caption of the other image: 8 matching pairs
+    assert m["flickr"]["val"]["n_caption_itm_pairs"] == 8 and m["refcoco+"]["testA"]["n"] == 3
     assert {g["metric"] for g in doc["gates"]} == {"flickr.test.pointing_paired", "flickr.test.pointing",
                                                    "flickr.val.caption_itm_acc"}  # fmt: skip
     run_dir = root / "runs" / "amc" / "amc-0"

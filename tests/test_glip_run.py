@@ -225,3 +225,37 @@ def test_swapped_names_move_every_name_within_its_group():
         out = swapped_names(names, [[0, 2, 4], [1, 3]], seed)
         assert all(o != n for o, n in zip(out, names, strict=True))
         assert sorted(out[i] for i in (0, 2, 4)) == ["a", "c", "e"] and sorted(out[i] for i in (1, 3)) == ["b", "d"]
+
+
+def test_rich_prompts_rename_their_classes_and_make_a_paired_claim(world):
+    from vlrepro.glip.__main__ import claims
+    from vlrepro.glip.run import rich_names
+
+    names = category_names(load_split(world / "det" / "test"))
+    rich, enriched = rich_names(names, {"crescent": "crescent moon", "cross": "cross plus"})
+    assert [names[i] for i in enriched] == ["crescent", "cross"]
+    assert [rich[i] for i in enriched] == ["crescent moon", "cross plus"]
+    assert [r for i, r in enumerate(rich) if i not in enriched] == [n for i, n in enumerate(names) if i not in enriched]
+    with pytest.raises(ValueError, match=r"\['moon'\], which are not classes of det/test"):
+        rich_names(names, {"moon": "crescent moon"})
+    variants = {"deep": {}, "deep_gold": {"train.sets": ["det", "flickr"]}}
+    plain = GLIPParams(variants=variants)
+    assert not [r for r in claims(plain) if r["claim"] == "richer prompts help novel classes"]
+    row = [r for r in claims(GLIPParams(variants=variants, eval={"rich_prompts": {"cross": "cross plus"}}))
+           if r["claim"] == "richer prompts help novel classes"]  # fmt: skip
+    assert row == [{"paper": "GLIP", "claim": "richer prompts help novel classes", "metric": "det_rich.enriched.AP",
+                    "variant": "deep_gold", "reference_variant": "deep_gold", "higher_is_better": True,
+                    "reference_metric": "det.enriched.AP"}]  # fmt: skip
+
+
+def test_detection_ap_scores_extra_class_groups_apart(world, tok):
+    from vlrepro.glip.evaluate import detection_ap
+
+    det = load_split(world / "det" / "test")
+    names = category_names(det)
+    length = 12
+    logits = torch.full((1, 4, length), -20.0)  # no cell fires: every AP is 0 (or -1 where a group is empty)
+    model = _Fixed(GLIPOutput(logits, torch.zeros(1, 4, 4), torch.zeros(1, 4)))
+    one = novel_ids(det)[:1]
+    ap = detection_ap(model, det, tok, EvalParams(), length, names=names, groups={"first_novel": one})
+    assert set(ap) == {"all", "base", "novel", "first_novel"} and ap["first_novel"]["AP"] <= 0

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from vlrepro.report.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, claims_ledger, decide
+from vlrepro.report.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, ClaimError, claims_ledger, decide
 from vlrepro.report.collect import VALUE_COLUMNS, Collection, MetricsFile
 
 
@@ -239,3 +239,30 @@ def test_ledger_pairs_matched_seeds_and_records_the_test():
     assert row["test"].startswith("Welch t-test")
     assert row["p_value"] == pytest.approx(welch_p_greater([2.0, 4.0, 6.0], [1.0, 2.0, 3.0]), rel=1e-9)
     assert row["verdict"] == INCONCLUSIVE
+
+
+def test_ledger_compares_two_metrics_of_one_variant_paired_by_seed():
+    # one model scored two ways per seed ("richer prompts help"): m2 vs m on variant amc, matched seeds
+    claim = {"paper": "AMC", "claim": "c", "metric": "m2", "variant": "amc", "reference_variant": "amc",
+             "reference_metric": "m", "higher_is_better": True}  # fmt: skip
+    gate = {"paper": "AMC", "variant": "amc", "metric": "m", "control": "none", "control_value": 0.0, "rule": "min",
+            "margin": 0.5}  # fmt: skip
+    m, m2 = {0: 1.0, 1: 2.0, 2: 3.0}, {0: 2.0, 1: 4.0, 2: 6.0}
+    files = [MetricsFile(f"amc/amc-{s}.json", "amc", "amc", s, {"m": m[s], "m2": m2[s]}, [claim], None, [gate])
+             for s in m]  # fmt: skip
+    values = pd.DataFrame(
+        [(f.stage, f.variant, f.seed, k, f.metrics[k], f.file) for f in files for k in ("m", "m2")],
+        columns=VALUE_COLUMNS,
+    ).astype({"seed": "Int64", "value": "float64"})
+    row = claims_ledger(Collection(files, values), 0.05).iloc[0]
+    # differences 1, 2, 3: mean 2, sd 1 -> t = 2 sqrt(3), 2 df
+    assert row["test"].startswith("paired t-test") and (row["ours_mean"], row["reference_mean"]) == (4.0, 2.0)
+    assert row["p_value"] == pytest.approx(float(stats.t.sf(2 * math.sqrt(3), 2)), rel=1e-9)
+    assert row["reference_metric"] == "m" and row["verdict"] == REPRODUCED and row["gates"] == "passed"
+    from vlrepro.report.tables import claims_table
+
+    assert claims_table(pd.DataFrame([row])).iloc[0]["compared with"].startswith("amc (m): ")
+    same = {**claim, "reference_metric": "m2"}  # the same variant on the same metric compares nothing
+    files = [MetricsFile("amc/amc-0.json", "amc", "amc", 0, {"m2": 1.0}, [same], None, [gate])]
+    with pytest.raises(ClaimError, match="compares 'amc' with itself on 'm2'"):
+        claims_ledger(Collection(files, values), 0.05)

@@ -14,6 +14,9 @@ from pydantic import Field, field_validator, model_validator
 from vlrepro.config import Section
 
 PRETRAIN_SETS = ("captions", "flickr", "web", "vg")  # world sets whose records hold an image's text
+# World set name -> its conversion under data/real (source: real) and the data.real key behind it.
+REAL_SETS = {"vg": ("visual_genome", "visual_genome"), "flickr": ("flickr30k_entities", "flickr30k_entities"),
+             "refcoco+": ("refcoco+", "refer"), "captions": ("coco_karpathy", "coco_karpathy")}  # fmt: skip
 EVAL_SPLITS: dict[str, tuple[str, ...]] = {"flickr": ("val", "test"), "refcoco+": ("val", "testA", "testB")}
 PAPER = "AMC"
 CLAIM_METRICS = ("flickr.test.pointing", "refcoco+.testA.pointing", "refcoco+.testB.pointing")  # the card's splits
@@ -150,9 +153,10 @@ class AMCParams(Section):
     def _claims_need(self) -> AMCParams:
         if missing := [n for n in ("baseline", "amc") if n not in self.variants]:
             raise ValueError(f"variants must define {missing}: the claims compare amc with baseline")
-        if self.source == "real" and "web" in self.pretrain.sets:
-            raise ValueError("pretrain.sets: 'web' is a world set without a real counterpart (ALBEF's web captions "
-                             "are not among the adapters); with source: real use captions (COCO), flickr, vg")
+        if self.source == "real" and (bad := [s for s in self.pretrain.sets if s not in REAL_SETS]):
+            usable = ", ".join(s for s in PRETRAIN_SETS if s in REAL_SETS)
+            raise ValueError(f"pretrain.sets: {bad} have no real counterpart (ALBEF's web captions are not among "
+                             f"the adapters); with source: real use {usable}")
         return self
 
     def variant(self, name: str) -> VariantParams:

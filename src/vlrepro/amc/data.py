@@ -15,9 +15,10 @@ Real data (``amc.source: real``, the ``paper`` profile). The sets keep their wor
 metrics (``vg``, ``flickr``, ``refcoco+``, ``captions``) and are read from the `data` stage's conversions
 (``REAL_SETS``: Visual Genome, Flickr30k Entities, RefCOCO+, COCO Karpathy captions), every image file
 checked before any compute (``open_split``). An image is letterboxed to the ViT's input size
-(``vlrepro.data.images``) and its boxes and masks are mapped alike; the pointing game is scored in those
-input pixels, which is the same as in the original ones: the map is a scaling plus a shift, so a point
-stays inside a box or outside it.
+(``vlrepro.data.images``) and its boxes and masks are mapped alike. The pointing game is scored in those
+input pixels rather than mapped back to the original ones (as ``vlrepro.data.images`` does for boxes): the
+map is a scaling plus a shift, so a point lies inside a box in one exactly when it does in the other, and a
+point in the padding misses every box either way.
 
 Controls for the learning gates, chosen here from the data alone (no model), so every variant and seed is
 judged on the same pairs:
@@ -49,7 +50,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import Tensor
 
-from vlrepro.amc.config import AugmentParams
+from vlrepro.amc.config import REAL_SETS, AugmentParams
 from vlrepro.data.images import Letterbox, check_images, load_image
 from vlrepro.data.real.errors import README_HINT, DatasetError
 from vlrepro.data.records import Record, Split, load_split
@@ -401,16 +402,14 @@ def real_proposals(split: Split) -> dict[int, list[tuple[float, float, float, fl
     for r in split.records:
         i = numbers[str(r.image)]
         if objects is not None:
-            out[i] = [tuple(map(float, b)) for b in objects.get(str(r.image_id), r.boxes)]  # type: ignore[misc]
+            if str(r.image_id) not in objects:  # the target alone would make the ranking metric a free 100 %
+                raise DatasetError(f"{_where(split.meta)}: meta['objects'] lists no objects of image {r.image_id}; "
+                                   f"re-run the `data` stage (dvc repro data) to convert the split again")
+            out[i] = [tuple(map(float, b)) for b in objects[str(r.image_id)]]  # type: ignore[misc]
         else:
             have = out.setdefault(i, [])
             have += [b for b in r.boxes if b not in have]
     return out
-
-
-# World set name -> its conversion under data/real (amc.source: real) and the data.real key behind it.
-REAL_SETS = {"vg": ("visual_genome", "visual_genome"), "flickr": ("flickr30k_entities", "flickr30k_entities"),
-             "refcoco+": ("refcoco+", "refer"), "captions": ("coco_karpathy", "coco_karpathy")}  # fmt: skip
 
 
 def open_split(data_dir: Path, name: str, split: str, source: str = "world") -> Split:
@@ -426,8 +425,8 @@ def open_split(data_dir: Path, name: str, split: str, source: str = "world") -> 
     path = Path(data_dir) / folder / split
     if not (path / "records.json").is_file():
         raise DatasetError(f"{path}: missing; amc.source = real reads {name} {split} from the `data` stage's "
-                           f"conversion of data.real.{key}. Set that path and re-run the `data` stage (dvc repro "
-                           f"data) ({README_HINT})")
+                           f"conversion of data.real.{key}. Set that path and re-run the `data` stage: dvc repro "
+                           f"data ({README_HINT})")
     out = load_split(path)
     check_images(out.meta, out.records, str(path))
     return out

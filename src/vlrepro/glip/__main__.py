@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from vlrepro.config import ConfigError, find_params_file, load_params
+from vlrepro.glip.config import GLIPParams
 from vlrepro.io import write_json, write_metrics
 
 MODES = ("fine_tuning", "prompt_tuning")  # the transfer runs' variants (vlrepro.glip.transfer.MODES)
@@ -28,17 +29,18 @@ MODES = ("fine_tuning", "prompt_tuning")  # the transfer runs' variants (vlrepro
 RUNS_DIR = Path("runs") / "glip"
 
 
-def claims(variants: list[str], shots: tuple[int, ...]) -> list[dict]:
-    """The card's claims this variant set can decide (see report.claims); ``fine_tuning`` and
+def claims(p: GLIPParams) -> list[dict]:
+    """The card's claims the section's variants can decide (see report.claims); ``fine_tuning`` and
     ``prompt_tuning`` are the transfer runs' two variants."""
     rows = []
-    variants = [*variants, *MODES]
+    variants, shots = [*p.variants, *MODES], p.transfer.shots
+    rich_prompts = "deep_gold" in p.variants and p.variant("deep_gold").eval.rich_prompts
 
-    def add(claim: str, variant: str, reference: str, metric: str, margin: float = 0.0) -> None:
+    def add(claim: str, variant: str, reference: str, metric: str, margin: float = 0.0, **extra: str) -> None:
         if variant in variants and reference in variants:
             rows.append({"paper": "GLIP", "claim": claim, "metric": metric, "variant": variant,
                          "reference_variant": reference, "higher_is_better": True}
-                        | ({"margin": margin} if margin else {}))  # fmt: skip
+                        | ({"margin": margin} if margin else {}) | extra)  # fmt: skip
 
     add("deep fusion beats late fusion", "deep", "late", "det.all.AP")
     add("grounding data improves detection", "deep_gold", "deep", "det.all.AP")
@@ -47,6 +49,9 @@ def claims(variants: list[str], shots: tuple[int, ...]) -> list[dict]:
     for k in shots:
         add(f"prompt tuning approaches full fine-tuning ({k}-shot, within 10 %)", "prompt_tuning", "fine_tuning",
             f"odinw.k{k}.AP", margin=0.1)
+    if rich_prompts:  # one model scored with two prompts: the richer one against the class names
+        add("richer prompts help novel classes", "deep_gold", "deep_gold", "det_rich.enriched.AP",
+            reference_metric="det.enriched.AP")
     return rows
 
 
@@ -100,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(runs / "history.json", result.history)
     result.metrics["seconds"] = result.seconds  # the run's wall time (the report's summary sums it)
     write_metrics(root / "reports" / "metrics" / "glip" / f"{name}.json", "glip", result.metrics,
-                  variant=args.variant, seed=args.seed, claims=claims(list(p.variants), p.transfer.shots),
+                  variant=args.variant, seed=args.seed, claims=claims(p),
                   gates=gates(args.variant))  # fmt: skip
     det = result.metrics["det"]
     print(f"glip {name}: det/test AP50 base {det['base']['AP50']:.3f}, novel {det['novel']['AP50']:.3f}, "
@@ -125,7 +130,7 @@ def _transfer(p, seed: int, root: Path) -> int:
         metrics = {"odinw": {"zero_shot": out["zero_shot"], **{f"k{k}": out[f"k{k}"][mode] for k in p.transfer.shots}},
                    "seconds": seconds / len(MODES)}  # one process runs both modes: each file gets its share
         write_metrics(root / "reports" / "metrics" / "glip" / f"{mode}-{seed}.json", "glip", metrics, variant=mode,
-                      seed=seed, claims=claims(list(p.variants), p.transfer.shots),
+                      seed=seed, claims=claims(p),
                       gates=[g for k in p.transfer.shots for g in transfer_gates(mode, k)])  # fmt: skip
         print(f"glip transfer {mode}-{seed}: odinw AP " + ", ".join(
             f"{k}-shot {out[f'k{k}'][mode]['AP']:.3f}" for k in p.transfer.shots) +

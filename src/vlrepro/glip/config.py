@@ -85,6 +85,10 @@ class EvalParams(Section):
     score_threshold: float = Field(0.05, ge=0, lt=1, description="detections below this score are dropped")
     nms_iou: float = Field(0.6, gt=0, le=1, description="per-class NMS IoU (GLIP: 0.6)")
     max_detections: int = Field(100, ge=1, description="per image (COCO: 100)")
+    rich_prompts: dict[str, str] = Field(
+        default_factory=dict, description="class name -> a richer prompt for it (card claim 5, manual prompt "
+        "engineering): det_rich scores the det/test prompt with these instead of the names; {} = not evaluated"
+    )  # fmt: skip
 
 
 class GLIPParams(Section):

@@ -81,18 +81,19 @@ def _candidates(scores: Tensor, threshold: float) -> tuple[Tensor, Tensor, Tenso
 
 def detection_ap(
     model: GLIP, split: Split, tokenizer: Tokenizer, p: EvalParams, max_len: int, images: Sequence[int] | None = None,
-    names: Sequence[str] | None = None,
+    names: Sequence[str] | None = None, groups: dict[str, Sequence[int]] | None = None,
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """COCO AP of ``split`` with the prompt of all its classes: ``{"all"|"base"|"novel": {AP, AP50, ...}}``.
 
     ``names``: the words the prompt uses for the classes, in category-id order (default: the class names;
     the shuffled-names control and prompt engineering pass others). ``images``: a subset of image indices.
+    ``groups``: more class groups to score apart, by name (e.g. the classes that prompt engineering renames).
     """
     names = list(names) if names is not None else category_names(split)
     ids = sorted({int(r.image) for r in split.records}) if images is None else list(images)
     prompt = join_classes(names, range(len(names)))
     dets = detect(model, np.asarray(split.images)[ids], prompt, tokenizer, p, max_len, ids)
-    groups = {"all": range(len(names)), "base": base_ids(split), "novel": novel_ids(split)}
+    groups = {"all": range(len(names)), "base": base_ids(split), "novel": novel_ids(split), **(groups or {})}
     out = {}
     with tempfile.TemporaryDirectory(prefix="glip_ap_") as tmp:
         for group, cats in groups.items():

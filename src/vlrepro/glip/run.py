@@ -8,7 +8,10 @@ stage's CNN and BERT (both frozen), trains the head on the variant's sets and re
 - ``det_shuffled``: the trained model prompted with every base class under another base class's name and
   every novel class under another novel class's name (the control of zero-shot novel AP: a detector that
   reads the names loses it; one that fires on any unfamiliar word keeps it);
-- ``flickr``: phrase-grounding R@1/5/10 on flickr/test.
+- ``flickr``: phrase-grounding R@1/5/10 on flickr/test;
+- ``det_rich`` (with ``eval.rich_prompts``): det/test AP with those classes prompted by their richer text
+  (manual prompt engineering, the card's claim 5); ``det`` and ``det_rich`` then also score the renamed
+  classes apart (group ``enriched``), the pair the claim compares.
 
 A variant that trains on ``captions`` (GLIP-T, the student) first has the run of its teacher variant with the
 same seed (``pseudo.teacher``, saved by ``save_model`` in ``teacher_dir``) box the captions' noun phrases.
@@ -119,6 +122,14 @@ def swapped_names(names: list[str], groups: list[list[int]], seed: int) -> list[
     return out
 
 
+def rich_names(names: list[str], prompts: dict[str, str]) -> tuple[list[str], list[int]]:
+    """``names`` with the classes of ``prompts`` (``eval.rich_prompts``) renamed, and those classes' ids."""
+    if unknown := sorted(set(prompts) - set(names)):
+        raise ValueError(f"glip.eval.rich_prompts names {unknown}, which are not classes of det/test; its classes: "
+                         f"{', '.join(names)}")  # fmt: skip
+    return [prompts.get(n, n) for n in names], [i for i, n in enumerate(names) if n in prompts]
+
+
 def train_config(p: GLIPParams, seed: int) -> TrainConfig:
     t = p.train
     return TrainConfig(
@@ -181,12 +192,16 @@ def train_and_evaluate(
         )  # fmt: skip
     names = category_names(det_test)
     shuffled = swapped_names(names, [base_ids(det_test), novel_ids(det_test)], seed)
+    rich, enriched = rich_names(names, v.eval.rich_prompts)
+    groups = {"enriched": enriched} if enriched else None
     metrics = {
-        "det": detection_ap(model, det_test, tokenizer, v.eval, max_len),
+        "det": detection_ap(model, det_test, tokenizer, v.eval, max_len, groups=groups),
         "det_untrained": untrained,
         "det_shuffled": detection_ap(model, det_test, tokenizer, v.eval, max_len, names=shuffled),
         "flickr": grounding_recall(model, flickr_test, tokenizer, max_len),
     }
+    if enriched:
+        metrics["det_rich"] = detection_ap(model, det_test, tokenizer, v.eval, max_len, names=rich, groups=groups)
     ids = sorted({int(r.image) for r in det_test.records})[: p.examples]
     dets = detect(model, np.asarray(det_test.images)[ids], join_classes(names, range(len(names))), tokenizer, v.eval,
                   max_len, ids)  # fmt: skip

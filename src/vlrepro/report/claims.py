@@ -13,6 +13,9 @@ A stage states the claims its runs can decide in the optional ``"claims"`` list 
 - ``variant`` / ``reference_variant`` are ``"variant"`` values of files of the same stage (an optional
   ``"stage"`` key points the claim at another stage);
 - ``higher_is_better`` gives the claimed direction (``false`` for e.g. Deletion AUC or latency);
+- an optional ``reference_metric`` compares ``metric`` with another metric of the reference variant, which
+  may then be the same variant: one model scored two ways ("richer prompts help novel classes": AP with the
+  richer prompts vs AP with the class names, both from each seed's run, paired by seed);
 - an optional ``margin`` m (0 ≤ m < 1) makes it a claim that ours *approaches* the reference ("prompt
   tuning almost matches fine-tuning"): ours beats (1 − m) × reference (higher is better) or
   (1 + m) × reference (lower is better), a non-inferiority test. Without it, m = 0: ours beats the reference.
@@ -100,7 +103,7 @@ LEDGER_COLUMNS: list[str] = [
     "ours_mean", "ours_std", "reference_mean", "reference_std", "n_seeds",
     "test", "p_value", "verdict",
     "stage", "higher_is_better", "n_ours", "n_reference", "alpha", "gates",
-    "difference", "ci_low", "ci_high",
+    "difference", "ci_low", "ci_high", "reference_metric",
 ]  # fmt: skip
 CONFIDENCE = 0.95  # of the interval around the difference of means
 
@@ -121,7 +124,13 @@ class ClaimRow(BaseModel):
     reference_variant: str = Field(min_length=1)
     higher_is_better: bool
     margin: float = Field(0.0, ge=0, lt=1)  # relative non-inferiority margin (module docstring)
+    reference_metric: str | None = Field(None, min_length=1)  # the reference side's metric (default: ``metric``)
     stage: str | None = None  # default: the stage of the file carrying the row
+
+    @property
+    def sides(self) -> tuple[tuple[str, str], tuple[str, str]]:
+        """(variant, metric) of ours and of the reference."""
+        return (self.variant, self.metric), (self.reference_variant, self.reference_metric or self.metric)
 
 
 @dataclass(frozen=True)
@@ -235,9 +244,11 @@ def claim_rows(collection: Collection) -> list[ClaimRow]:
                 err = e.errors()[0]
                 field = ".".join(str(p) for p in err["loc"]) or "(row)"
                 raise ClaimError(f"{f.file}: claims[{i}]: field '{field}': {err['msg']}") from None
-            if row.variant == row.reference_variant:
-                raise ClaimError(f"{f.file}: claims[{i}]: variant and reference_variant are both {row.variant!r}")
-            key = (row.stage, row.paper, row.claim, row.metric, row.variant, row.reference_variant)
+            if row.sides[0] == row.sides[1]:
+                raise ClaimError(f"{f.file}: claims[{i}]: compares {row.variant!r} with itself on {row.metric!r}; "
+                                 f"name another reference_variant or a reference_metric")
+            key = (row.stage, row.paper, row.claim, row.metric, row.variant, row.reference_variant,
+                   row.reference_metric or row.metric)  # fmt: skip
             if key in found and found[key][0] != row:
                 raise ClaimError(f"{f.file}: claims[{i}] contradicts the same claim in {found[key][1]}")
             found.setdefault(key, (row, f.file))
@@ -264,21 +275,22 @@ def claims_ledger(collection: Collection, alpha: float, gates: pd.DataFrame | No
             rows.append(_untested(row, alpha, f"no runs of {' and '.join(missing)} yet"))
             continue
         sides = []
-        for variant in (row.variant, row.reference_variant):
-            runs = per_seed.get((row.stage, variant, row.metric))
+        for variant, metric in row.sides:
+            runs = per_seed.get((row.stage, variant, metric))
             if runs is None:
                 raise ClaimError(
-                    f"claim {row.claim!r} ({row.paper}): no values of metric {row.metric!r} for variant "
+                    f"claim {row.claim!r} ({row.paper}): no values of metric {metric!r} for variant "
                     f"{variant!r} in stage {row.stage!r}; variants there: {_variants(collection, row.stage)}"
                 )
             seeds = [None if pd.isna(s) else int(s) for s in runs["seed"]]
             sides.append((runs["value"].to_numpy(), seeds))
         (ours, ours_seeds), (reference, reference_seeds) = sides
         t = decide(ours, reference, row.higher_is_better, alpha, ours_seeds, reference_seeds, row.margin)
-        learned, gate_text = gate_verdict(gates, row.stage, (row.variant, row.reference_variant))
+        learned, gate_text = gate_verdict(gates, row.stage, tuple(dict.fromkeys((row.variant, row.reference_variant))))
         rows.append(
             {
                 **row.model_dump(exclude={"stage", "higher_is_better"}),
+                "reference_metric": row.sides[1][1],
                 "ours_mean": t.ours_mean,
                 "ours_std": t.ours_std,
                 "reference_mean": t.reference_mean,
@@ -307,7 +319,8 @@ def _untested(row: ClaimRow, alpha: float, why: str) -> dict:
     stats_ = dict.fromkeys(
         ("ours_mean", "ours_std", "reference_mean", "reference_std", "p_value", "difference", "ci_low", "ci_high"), nan
     )
-    return {**row.model_dump(exclude={"stage", "higher_is_better"}), **stats_, "n_seeds": 0, "test": "",
+    return {**row.model_dump(exclude={"stage", "higher_is_better"}), "reference_metric": row.sides[1][1], **stats_,
+            "n_seeds": 0, "test": "",
             "verdict": NOT_TESTABLE, "stage": row.stage, "higher_is_better": row.higher_is_better, "n_ours": 0,
             "n_reference": 0, "alpha": alpha, "gates": why}  # fmt: skip
 

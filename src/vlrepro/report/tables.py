@@ -126,7 +126,8 @@ def _difference(d: float, low: float, high: float) -> str:
 
 def claims_table(ledger: pd.DataFrame) -> pd.DataFrame:
     """Claim tests for reading: both variants' mean ± std, the difference with its 95 % interval, test, p and
-    verdict. ``variant`` is the one the paper favours, ``compared with`` the one it should beat."""
+    verdict. ``variant`` is the one the paper favours, ``compared with`` the one it should beat (with its
+    metric when the claim compares two metrics of one model)."""
     arrow = ledger["higher_is_better"].map({True: " ↑", False: " ↓"})
     return pd.DataFrame(
         {
@@ -136,6 +137,7 @@ def claims_table(ledger: pd.DataFrame) -> pd.DataFrame:
             + ": "
             + [mean_std(m, s) for m, s in zip(ledger.ours_mean, ledger.ours_std, strict=True)],
             "compared with": ledger["reference_variant"]
+            + [f" ({r})" if r != m else "" for r, m in zip(ledger.reference_metric, ledger.metric, strict=True)]
             + ": "
             + [mean_std(m, s) for m, s in zip(ledger.reference_mean, ledger.reference_std, strict=True)],
             "difference [95 % CI]": [

@@ -10,7 +10,7 @@ import torch
 from vlrepro.blip.__main__ import claims, gates
 from vlrepro.blip.capfilt import filter_scores
 from vlrepro.blip.config import BLIPParams
-from vlrepro.blip.data import TrainingImages, bootstrap_pairs
+from vlrepro.blip.data import TrainingImages, bootstrap_pairs, training_images
 from vlrepro.blip.generate import beam_search, nucleus
 from vlrepro.blip.model import (
     BLIP,
@@ -22,8 +22,9 @@ from vlrepro.blip.model import (
     count_parameters,
     lm_loss,
 )  # fmt: skip
-from vlrepro.blip.run import build_model, check_source, decode_texts, most_frequent
+from vlrepro.blip.run import build_model, decode_texts, most_frequent
 from vlrepro.config import ConfigError
+from vlrepro.data.real.errors import DatasetError
 from vlrepro.data.records import Record, Split
 from vlrepro.metrics.captioning import caption_scores, tokenize
 from vlrepro.models.backbones import ViTConfig
@@ -277,7 +278,7 @@ def _tiny_training_images() -> TrainingImages:
                   None, None, {})  # fmt: skip
     web = Split([Record(image_id=f"w/{i}", image=i, width=8, height=8, text=f"web {i}", meta={"noisy": i == 1})
                  for i in range(3)], None, None, {})  # fmt: skip
-    return TrainingImages(images=torch.zeros(5, 8, 8, 3).numpy(), n_human=2, human=human, web=web)
+    return TrainingImages(human=human, web=web, n_human=2, n_web=3)
 
 
 def test_bootstrap_pairs_of_each_capfilt_variant():
@@ -313,7 +314,7 @@ def test_bootstrap_pairs_of_each_capfilt_variant():
 # --- params, claims, gates ------------------------------------------------------------------------------------------
 
 
-def test_variants_of_params_yaml_validate_and_real_source_stops_with_a_message():
+def test_variants_of_params_yaml_validate_and_real_source_stops_with_a_message(tmp_path):
     from vlrepro.config import load_params
 
     p = load_params(Path(__file__).parents[1] / "params.yaml", sections=["blip"]).blip
@@ -323,8 +324,8 @@ def test_variants_of_params_yaml_validate_and_real_source_stops_with_a_message()
     assert p.variant("capfilt_beam").bootstrap.captioner == "beam"
     with pytest.raises(ConfigError, match="no variant"):
         p.variant("nope")
-    with pytest.raises(NotImplementedError, match="data.real.coco"):
-        check_source(p.model_copy(update={"source": "real"}))
+    with pytest.raises(DatasetError, match=r"coco_karpathy/train: missing.*data\.real\.coco_karpathy"):
+        training_images(p.model_copy(update={"source": "real"}), tmp_path)
 
 
 def test_claims_and_gates_rows_are_well_formed():

@@ -51,9 +51,9 @@ from tokenizers import Tokenizer
 from torch import Tensor
 
 from vlrepro.amc.config import REAL_SETS, AugmentParams
-from vlrepro.data.images import Letterbox, check_images, load_image
+from vlrepro.data.images import Letterbox, check_images, image_numbers, load_image, record_images
 from vlrepro.data.real.errors import README_HINT, DatasetError
-from vlrepro.data.records import Record, Split, load_split
+from vlrepro.data.records import Split, load_split
 from vlrepro.data.world.captions import caption_truth_matrix
 from vlrepro.data.world.resolver import ParseError, resolve
 from vlrepro.losses.amc import box_masks
@@ -325,17 +325,15 @@ def grounding_set(
     read for the kept queries only, letterboxed to ``image_size``, their boxes and proposals mapped alike.
     """
     real = split.images is None
+    image_of = record_images(split)
     if real:
         if image_size is None:
             raise ValueError(f"{name}: a real split (image files) needs image_size, the model's input")
-        numbers = image_numbers(split.records)
-        image_of = [numbers[str(r.image)] for r in split.records]
         proposals_of = real_proposals(split)
     else:
         scenes = split.meta.get("scenes")
         if scenes is None:
             raise ValueError(f"{name}: records.json meta has no 'scenes' (the proposals of the ranking metric)")
-        image_of = [int(r.image) for r in split.records]
         proposals_of = {i: [tuple(float(v) for v in o["box"]) for o in objs] for i, objs in enumerate(scenes)}
     index, texts, boxes, proposals, source = [], [], [], [], []
     for k, r in enumerate(split.records):
@@ -387,15 +385,10 @@ def _caption_pairs(split: Split, image_of: list[int], name: str, kept: list[int]
     return MatchPairs([image_of[k] for k in kept], [texts[k] for k in kept], [negatives[k] for k in kept])
 
 
-def image_numbers(records: Sequence[Record]) -> dict[str, int]:
-    """A real split's image files numbered in order of first appearance (records name them by path)."""
-    return {f: i for i, f in enumerate(dict.fromkeys(str(r.image) for r in records))}
-
-
 def real_proposals(split: Split) -> dict[int, list[tuple[float, float, float, float]]]:
-    """Per image number (``image_numbers``), the ranking metric's proposals: every annotated box of the image,
-    original pixels. A refer split lists its images' COCO objects (``meta["objects"]``); otherwise
-    (Flickr30k Entities) the boxes of all the image's records, each once."""
+    """Per image number (``vlrepro.data.images.image_numbers``), the ranking metric's proposals: every
+    annotated box of the image, original pixels. A refer split lists its images' COCO objects
+    (``meta["objects"]``); otherwise (Flickr30k Entities) the boxes of all the image's records, each once."""
     numbers = image_numbers(split.records)
     objects = split.meta.get("objects")
     out: dict[int, list[tuple[float, float, float, float]]] = {}

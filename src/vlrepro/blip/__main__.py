@@ -1,9 +1,10 @@
 """``python -m vlrepro.blip run --variant share_all_but_sa --seed 0``: the ``blip@...`` / ``blip_bootstrap@...`` stages.
 
 A run writes ``reports/metrics/blip/<variant>-<seed>.json`` (retrieval R@1/5/10 both ways, ITM accuracy,
-BLEU-4 / CIDEr and their controls on world captions/test, parameter counts; DVC metrics, read by the
-report's tables, claims ledger and gates), ``reports/runs/blip/<variant>-<seed>/`` (``run.json``: captions
-of the first test images; ``history.json``: the learning curve) and ``runs/blip/<variant>-<seed>/model.pt``.
+BLEU-4 / CIDEr and their controls on captions/test: the world's, or COCO Karpathy's with ``blip.source:
+real``; parameter counts; DVC metrics, read by the report's tables, claims ledger and gates),
+``reports/runs/blip/<variant>-<seed>/`` (``run.json``: captions of the first test images; ``history.json``:
+the learning curve) and ``runs/blip/<variant>-<seed>/model.pt``.
 
 ``python -m vlrepro.blip capfilt --seed 0`` (stage ``blip_capfilt@<seed>``) fine-tunes the captioner and the
 filter from that seed's no-CapFilt baseline run (``share_all_but_sa``) and writes the bootstrapped texts
@@ -65,6 +66,16 @@ def gates(variant: str, itm_bar: float = 0.8, times_chance: float = 10.0) -> lis
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vlrepro.data.real.errors import DatasetError
+
+    try:
+        return _main(argv)
+    except DatasetError as e:  # a real dataset's split or image missing or broken: say which, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="pre-train and evaluate one variant with one seed")
@@ -82,16 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    from vlrepro.blip.run import check_source
-
-    try:
-        check_source(p)
-    except NotImplementedError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     torch.set_num_threads(1)  # as every matrix run: two single-thread runs at once use both cores best
     root = params_file.parent
-    data, clip = root / "data" / "world", root / "checkpoints" / "pretrain" / "clip"
+    data, clip = root / "data" / p.source, root / "checkpoints" / "pretrain" / "clip"  # data/world or data/real
     if args.command == "capfilt":
         from vlrepro.blip.capfilt import bootstrap
 

@@ -7,9 +7,10 @@ From the no-CapFilt baseline run of the seed (BLIP's sharing, pre-trained on hum
 2. the captioner writes one synthetic caption per web image: nucleus sampling (top-p) and beam search;
 3. the filter keeps a web or synthetic text when its ITM match probability reaches ``capfilt.threshold``.
 
-``bootstrap`` returns, per web image, the texts and keep flags the CapFilt variants train on
+``bootstrap`` returns, per web caption, the texts and keep flags the CapFilt variants train on
 (``vlrepro.blip.data.bootstrap_pairs``), and what only the world can tell: the filter's precision and
-recall on the web captions known to be wrong, and how many synthetic captions are true of their image.
+recall on the web captions known to be wrong, and how many synthetic captions are true of their image. On
+real data nobody knows either, and those measurements are left out.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import numpy as np
 import torch
 
 from vlrepro.blip.config import BLIPParams
-from vlrepro.blip.data import encode_images, human_pairs, training_images, web_records
+from vlrepro.blip.data import human_pairs, training_images, web_records
 from vlrepro.blip.model import BLIP
-from vlrepro.blip.run import build_model, captions, check_source, load_clip, match_probability, train
+from vlrepro.blip.run import build_model, captions, load_clip, match_probability, train
 from vlrepro.data.world.captions import caption_truth_matrix
 
 # (name, ITC, ITM, LM weights) of the fine-tuned copies
@@ -56,10 +57,9 @@ def bootstrap(p: BLIPParams, seed: int, data_dir: Path, clip_dir: Path, base_sta
               ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
     """``(texts, metrics)`` of CapFilt for one seed (the module docstring); ``base_state`` is the baseline
     run's model state dict."""
-    check_source(p)
     clip, tokenizer = load_clip(clip_dir)
     data = training_images(p, data_dir)
-    bank = encode_images(clip.visual, data.images)
+    bank = data.encode(clip.visual)
     base = build_model(p, clip)
     base.load_state_dict(base_state)
     human = human_pairs(data)
@@ -70,15 +70,16 @@ def bootstrap(p: BLIPParams, seed: int, data_dir: Path, clip_dir: Path, base_sta
               weights=weights)  # fmt: skip
         models[name].eval()
     web = web_records(data)
-    rows = [data.n_human + int(r.image) for r in web]
+    rows = [data.n_human + i for i, _ in web]
     web_bank = bank[rows]
     batch = p.eval.batch_size
     synthetic: dict[str, list[str]] = {}
     for key, (owner, method) in SYNTHETIC.items():
         g = torch.Generator().manual_seed(seed)
         synthetic[key] = captions(models[owner], tokenizer, web_bank, p, method, g)
-    texts = [r.text for r in web]
-    noisy = [bool(r.meta["noisy"]) for r in web]
+    texts = [r.text for _, r in web]
+    world = data.web.meta.get("scenes") is not None  # only the world knows which texts are wrong
+    noisy = [bool(r.meta["noisy"]) for _, r in web] if world else None
     keep_web, keep_synth = {}, {}
     thr = p.capfilt.threshold
     for owner, model in FILTER_OF.items():
@@ -86,22 +87,26 @@ def bootstrap(p: BLIPParams, seed: int, data_dir: Path, clip_dir: Path, base_sta
     for key in SYNTHETIC:
         model = models[FILTER_OF[key.split("_")[0]]]
         keep_synth[key] = (match_probability(model, tokenizer, bank, rows, synthetic[key], batch) >= thr).tolist()
-    images = [int(r.image) for r in web]
+    images = [i for i, _ in web]
     true_synth = {k: [bool(caption_truth_matrix(data.web, [t], [i])[0, 0]) for t, i in zip(v, images, strict=True)]
-                  for k, v in synthetic.items()}  # fmt: skip
+                  for k, v in synthetic.items()} if world else None  # fmt: skip
     out = {"web": texts, "noisy": noisy, "keep_web": keep_web, "synthetic": synthetic, "keep_synthetic": keep_synth,
            "synthetic_true": true_synth}  # fmt: skip
-    metrics: dict[str, Any] = {"filter": {o: filter_scores(keep_web[o], noisy) for o in FILTER_OF}, "synthetic": {}}
+    metrics: dict[str, Any] = {
+        "filter": {o: filter_scores(keep_web[o], noisy) if noisy is not None else {"kept": float(np.mean(keep_web[o]))}
+                   for o in FILTER_OF},
+        "synthetic": {},
+    }  # fmt: skip
     for key, texts_k in synthetic.items():
-        true = np.asarray(true_synth[key])
         kept = np.asarray(keep_synth[key])
-        metrics["synthetic"][key] = {
-            "true": float(true.mean()),
-            "distinct": len(set(texts_k)) / len(texts_k),
-            "kept": float(kept.mean()),
-            **({"true_among_kept": float(true[kept].mean())} if kept.any() else {}),
-            # the filter as a detector of wrong synthetic captions, as for the web texts
-            **{f"filter_{k}": v for k, v in filter_scores(kept.tolist(), (~true).tolist()).items()
-               if k in ("precision", "recall")},
-        }  # fmt: skip
+        metrics["synthetic"][key] = {"distinct": len(set(texts_k)) / len(texts_k), "kept": float(kept.mean())}
+        if true_synth is not None:
+            true = np.asarray(true_synth[key])
+            metrics["synthetic"][key] |= {
+                "true": float(true.mean()),
+                **({"true_among_kept": float(true[kept].mean())} if kept.any() else {}),
+                # the filter as a detector of wrong synthetic captions, as for the web texts
+                **{f"filter_{k}": v for k, v in filter_scores(kept.tolist(), (~true).tolist()).items()
+                   if k in ("precision", "recall")},
+            }  # fmt: skip
     return out, metrics

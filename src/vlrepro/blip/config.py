@@ -15,7 +15,8 @@ from vlrepro.config import ConfigError, Section, with_overrides
 
 
 class DataParams(Section):
-    human_images: int = Field(600, ge=1, description="captions/train images (all their captions) as the human set")
+    human_images: int | None = Field(600, ge=1, description="captions/train images (all their captions) as the "
+                                     "human set (null = all)")
     web_images: int | None = Field(None, ge=1, description="web/train images used (null = all)")
 
 
@@ -73,7 +74,8 @@ class EvalParams(Section):
 
 class BLIPParams(Section):
     source: Literal["world", "real"] = Field(
-        "world", description="world: captions + web; real: COCO Karpathy + a web caption file (not implemented yet)"
+        "world", description="world: captions + web; real: data/real's COCO Karpathy (data.real.coco_karpathy) "
+        "+ web caption file (data.real.web_captions)"
     )  # fmt: skip
     data: DataParams = DataParams()
     model: ModelParams = ModelParams()

@@ -5,7 +5,12 @@
   (``meta.noisy``), as BLIP's web crawl.
 - The pre-training set is human + web; CapFilt's variants replace the web texts by those the filter keeps
   and/or add the captioner's synthetic caption of each web image (``bootstrap_pairs``).
-- Images go through the frozen world-CLIP ViT once (``encode_images``); training reads its tokens.
+- Images go through the frozen world-CLIP ViT once (``encode_split``); training reads its tokens.
+
+Real data (``blip.source: real``, the ``paper`` profile): ``captions`` is COCO in Karpathy's split and ``web``
+the user's web caption file (``REAL_SETS``), as the `data` stage converted them; each image file is
+letterboxed to the ViT's input when it is encoded (``vlrepro.data.images``). Images are numbered per split in
+order of first appearance (``vlrepro.data.images.record_images``), as the world's ``images.npy`` rows are.
 """
 
 from __future__ import annotations
@@ -18,8 +23,13 @@ import torch
 from torch import Tensor
 
 from vlrepro.blip.config import BLIPParams
-from vlrepro.data.records import Split, load_split
+from vlrepro.data.images import check_images, load_image, record_images
+from vlrepro.data.real.errors import README_HINT, DatasetError
+from vlrepro.data.records import Record, Split, load_split
 from vlrepro.data.world.captions import caption_truth_matrix
+
+# World set -> its conversion under data/real (source: real) and the data.real key behind it.
+REAL_SETS = {"captions": ("coco_karpathy", "coco_karpathy"), "web": ("web_captions", "web_captions")}
 
 
 @dataclass
@@ -49,6 +59,30 @@ def encode_images(visual: torch.nn.Module, images: np.ndarray, batch: int = 256)
     return ImageBank(torch.cat(tokens), torch.cat(pooled))
 
 
+@torch.no_grad()
+def encode_split(visual: torch.nn.Module, split: Split, n: int | None = None, batch: int = 256) -> ImageBank:
+    """The frozen ViT's outputs for the first ``n`` images of ``split`` (all by default), in image-number order
+    (``record_images``): the world's pixels, or each real file letterboxed to the ViT's input, ``batch`` at a time."""
+    if split.images is not None:
+        return encode_images(visual, split.images[:n], batch)
+    first: dict[int, Record] = {}  # image number -> a record of it, which load_image reads the file by
+    for r, i in zip(split.records, record_images(split), strict=True):
+        first.setdefault(i, r)
+    count = len(first) if n is None else min(n, len(first))
+    size, where = visual.config.img_size, f"{split.meta.get('dataset')}/{split.meta.get('split')}"
+    parts = [encode_images(visual, np.stack([load_image(split.meta, first[i], size, where)[0]
+                                             for i in range(start, min(start + batch, count))]), batch)
+             for start in range(0, count, batch)]  # fmt: skip
+    if not parts:
+        raise ValueError(f"{where}: no image to encode")
+    return ImageBank(torch.cat([b.tokens for b in parts]), torch.cat([b.pooled for b in parts]))
+
+
+def image_count(split: Split) -> int:
+    """How many images ``split`` has (``images.npy`` rows, or distinct real files)."""
+    return len(split.images) if split.images is not None else len(set(record_images(split)))
+
+
 @dataclass
 class Pairs:
     """Image-text pairs: ``image[i]`` is a row of the training ``ImageBank``; ``source`` human|web|synthetic."""
@@ -66,21 +100,39 @@ class Pairs:
         return len(self.texts)
 
 
-def world_split(data_dir: Path, name: str, split: str) -> Split:
-    folder = Path(data_dir) / name / split
+def open_split(data_dir: Path, name: str, split: str, source: str = "world") -> Split:
+    """Split ``split`` of set ``name`` (``captions`` or ``web``) under ``data_dir`` (``data/world`` or
+    ``data/real``). A real one must have been converted by the `data` stage and have every image file on disk;
+    otherwise a ``DatasetError`` names the folder or the missing files and the ``data.real`` key to set."""
+    if source == "world":
+        folder = Path(data_dir) / name / split
+        if not (folder / "records.json").is_file():
+            raise FileNotFoundError(f"{folder}/records.json: missing; run the `data` stage (dvc repro data) first")
+        return load_split(folder)
+    dataset, key = REAL_SETS[name]
+    folder = Path(data_dir) / dataset / split
     if not (folder / "records.json").is_file():
-        raise FileNotFoundError(f"{folder}/records.json: missing; run the `data` stage (dvc repro data) first")
-    return load_split(folder)
+        raise DatasetError(f"{folder}: missing; blip.source = real reads {name} {split} from the `data` stage's "
+                           f"conversion of data.real.{key}. Set that path and re-run the `data` stage: dvc repro "
+                           f"data ({README_HINT})")  # fmt: skip
+    out = load_split(folder)
+    check_images(out.meta, out.records, str(folder))
+    return out
 
 
 @dataclass
 class TrainingImages:
-    """The human images, then the web images: rows ``[0, n_human)`` and ``[n_human, n_human + n_web)``."""
+    """The human images, then the web images: rows ``[0, n_human)`` and ``[n_human, n_human + n_web)`` of the
+    training ``ImageBank`` (``encode``)."""
 
-    images: np.ndarray
-    n_human: int
     human: Split
     web: Split
+    n_human: int
+    n_web: int
+
+    def encode(self, visual: torch.nn.Module) -> ImageBank:
+        human, web = encode_split(visual, self.human, self.n_human), encode_split(visual, self.web, self.n_web)
+        return ImageBank(torch.cat([human.tokens, web.tokens]), torch.cat([human.pooled, web.pooled]))
 
     def truth(self, rows: list[int], texts: list[str]) -> np.ndarray | None:
         """Bool ``(len(rows), len(texts))``: whether the world says text j is true of training image ``rows[i]``;
@@ -88,7 +140,7 @@ class TrainingImages:
         if any(s.meta.get("scenes") is None for s in (self.human, self.web)):
             return None
         out = np.zeros((len(rows), len(texts)), dtype=bool)
-        for split, lo, hi in ((self.human, 0, self.n_human), (self.web, self.n_human, len(self.images))):
+        for split, lo, hi in ((self.human, 0, self.n_human), (self.web, self.n_human, self.n_human + self.n_web)):
             at = [i for i, r in enumerate(rows) if lo <= r < hi]
             if at:
                 out[at] = caption_truth_matrix(split, texts, [rows[i] - lo for i in at])
@@ -96,24 +148,24 @@ class TrainingImages:
 
 
 def training_images(p: BLIPParams, data_dir: Path) -> TrainingImages:
-    human, web = world_split(data_dir, "captions", "train"), world_split(data_dir, "web", "train")
-    n_human = min(p.data.human_images, len(human.images))
-    n_web = len(web.images) if p.data.web_images is None else min(p.data.web_images, len(web.images))
-    images = np.concatenate([human.images[:n_human], web.images[:n_web]])
-    return TrainingImages(images, n_human, human, web)
+    human, web = (open_split(data_dir, name, "train", p.source) for name in ("captions", "web"))
+    n_human, n_web = image_count(human), image_count(web)
+    d = p.data
+    return TrainingImages(human, web, n_human if d.human_images is None else min(d.human_images, n_human),
+                          n_web if d.web_images is None else min(d.web_images, n_web))  # fmt: skip
 
 
-def web_records(data: TrainingImages) -> list:
-    """The web records of the images in use, in image order (one per image)."""
-    n_web = len(data.images) - data.n_human
-    return [r for r in data.web.records if r.image < n_web]
+def web_records(data: TrainingImages) -> list[tuple[int, Record]]:
+    """(image number, record) of the web captions of the images in use, in record order (the world: one per
+    image; a real web file may give an image several)."""
+    return [(i, r) for i, r in zip(record_images(data.web), data.web.records, strict=True) if i < data.n_web]
 
 
 def human_pairs(data: TrainingImages) -> Pairs:
     pairs = Pairs()
-    for r in data.human.records:
-        if r.image < data.n_human:
-            pairs.add(int(r.image), r.text, "human")
+    for i, r in zip(record_images(data.human), data.human.records, strict=True):
+        if i < data.n_human:
+            pairs.add(i, r.text, "human")
     return pairs
 
 
@@ -129,9 +181,9 @@ def bootstrap_pairs(p: BLIPParams, data: TrainingImages, capfilt: dict | None) -
                          "blip_capfilt stage of this seed first")  # fmt: skip
     owner = "shared" if b.shared else "decoupled"
     keep_web = capfilt["keep_web"][owner] if b.filter else [True] * len(web)
-    for r, keep in zip(web, keep_web, strict=True):
+    for (i, r), keep in zip(web, keep_web, strict=True):
         if keep:
-            pairs.add(data.n_human + int(r.image), r.text, "web")
+            pairs.add(data.n_human + i, r.text, "web")
     if b.captioner != "none":
         key = f"{owner}_{b.captioner}"
         if key not in capfilt["synthetic"]:
@@ -139,9 +191,9 @@ def bootstrap_pairs(p: BLIPParams, data: TrainingImages, capfilt: dict | None) -
                              f"{', '.join(capfilt['synthetic'])}")  # fmt: skip
         texts = capfilt["synthetic"][key]
         keep_synth = capfilt["keep_synthetic"][key] if b.filter else [True] * len(texts)
-        for r, text, keep in zip(web, texts, keep_synth, strict=True):
+        for (i, _), text, keep in zip(web, texts, keep_synth, strict=True):
             if keep:
-                pairs.add(data.n_human + int(r.image), text, "synthetic")
+                pairs.add(data.n_human + i, text, "synthetic")
     return pairs
 
 

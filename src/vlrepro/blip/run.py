@@ -1,4 +1,4 @@
-"""One BLIP pre-training run (variant x seed) and its evaluation on world ``captions``.
+"""One BLIP pre-training run (variant x seed) and its evaluation on ``captions`` (world, or COCO Karpathy).
 
 A run builds the MED from the world CLIP (``build_model``), pre-trains it with ITC + ITM + LM on the
 variant's pairs (``vlrepro.blip.data``) and scores it on ``captions/test``:
@@ -7,7 +7,7 @@ variant's pairs (``vlrepro.blip.data``) and scores it on ``captions/test``:
   ITM match logit + ITC similarity (the card); R@1/5/10 text retrieval (image -> text, a hit when any of the
   image's captions is within K) and image retrieval (text -> image); chance for R@1: 5/1000 and 1/200;
 - ITM accuracy, 1:1 against random negatives: a caption of another image that the world says is false of
-  this one (chance 0.5);
+  this one (chance 0.5; on real data: that is not one of this image's own captions, the only truth COCO has);
 - captioning: beam search (``eval.beams``, ``min_len``/``max_len``), BLEU-4 and CIDEr against the five
   references; control: the most frequent caption of the human set, written for every image.
 """
@@ -32,26 +32,18 @@ from vlrepro.blip.data import (
     Pairs,
     TrainingImages,
     bootstrap_pairs,
-    encode_images,
+    encode_split,
+    open_split,
     training_images,
-    world_split,
 )  # fmt: skip
 from vlrepro.blip.generate import beam_search, nucleus
 from vlrepro.blip.model import BLIP, MEDConfig, blip_losses, count_parameters
+from vlrepro.data.images import record_images
 from vlrepro.data.records import Split
 from vlrepro.data.world.captions import caption_truth_matrix
 from vlrepro.metrics.captioning import caption_scores
 from vlrepro.models.text import encode, special_ids
 from vlrepro.train import TrainConfig, fit, run_dir
-
-
-def check_source(p: BLIPParams) -> None:
-    if p.source == "real":
-        raise NotImplementedError(
-            "blip.source = 'real' (COCO Karpathy + a web caption file) is not implemented yet: the paper profile "
-            "needs data.real.coco (images and the Karpathy split json) and a web caption file; use source: world"
-        )  # fmt: skip
-
 
 # --- the model -----------------------------------------------------------------------------------------------
 
@@ -125,9 +117,20 @@ class CaptionSet:
     text_image: list[int]
 
     @classmethod
-    def load(cls, data_dir: Path, split: str, visual: torch.nn.Module) -> CaptionSet:
-        s = world_split(data_dir, "captions", split)
-        return cls(s, encode_images(visual, s.images), [r.text for r in s.records], [int(r.image) for r in s.records])
+    def load(cls, data_dir: Path, split: str, visual: torch.nn.Module, source: str = "world") -> CaptionSet:
+        s = open_split(data_dir, "captions", split, source)
+        return cls(s, encode_split(visual, s), [r.text for r in s.records], record_images(s))
+
+    def true_of(self, text: str, image: int) -> bool:
+        """Whether ``text`` describes ``image``: the world's judgement, or on real data whether it is one of
+        the image's own captions."""
+        if self.split.meta.get("scenes") is not None:
+            return bool(caption_truth_matrix(self.split, [text], [image])[0, 0])
+        if not hasattr(self, "_own"):
+            self._own: dict[int, set[str]] = {}
+            for t, i in zip(self.texts, self.text_image, strict=True):
+                self._own.setdefault(i, set()).add(" ".join(t.lower().split()))
+        return " ".join(text.lower().split()) in self._own.get(image, set())
 
     def references(self) -> dict[str, list[str]]:
         refs: dict[str, list[str]] = {}
@@ -196,15 +199,15 @@ def retrieval(model: BLIP, tokenizer: Any, data: CaptionSet, k: int, batch: int)
 
 
 def itm_negatives(data: CaptionSet, n: int, seed: int = 0, tries: int = 50) -> tuple[list[int], list[str], list[str]]:
-    """The first ``n`` caption pairs and, per pair, a caption of a random other image that the world says is
-    false of the pair's image (pairs without one after ``tries`` draws are left out). Seeded by the split
-    only, so every run is scored on the same pairs."""
+    """The first ``n`` caption pairs and, per pair, a caption of a random other image that is not true of the
+    pair's image (``CaptionSet.true_of``; pairs without one after ``tries`` draws are left out). Seeded by the
+    split only, so every run is scored on the same pairs."""
     rng = np.random.default_rng([seed, zlib.crc32(b"blip-itm")])
     images, texts, negatives = [], [], []
     for text, image in list(zip(data.texts, data.text_image, strict=True))[:n]:
         for _ in range(tries):
             j = int(rng.integers(len(data.texts)))
-            if data.text_image[j] != image and not caption_truth_matrix(data.split, [data.texts[j]], [image])[0, 0]:
+            if data.text_image[j] != image and not data.true_of(data.texts[j], image):
                 images.append(image)
                 texts.append(text)
                 negatives.append(data.texts[j])
@@ -302,12 +305,11 @@ def load_clip(clip_dir: Path) -> tuple[torch.nn.Module, Any]:
 def train_and_evaluate(p: BLIPParams, seed: int, data_dir: Path, clip_dir: Path, capfilt: dict | None = None
                        ) -> RunResult:  # fmt: skip
     """Pre-train the MED of ``p`` (a variant's section) on its pairs with ``seed`` and score it."""
-    check_source(p)
     start = time.time()
     clip, tokenizer = load_clip(clip_dir)
     data: TrainingImages = training_images(p, data_dir)
-    bank = encode_images(clip.visual, data.images)
-    test, val = CaptionSet.load(data_dir, "test", clip.visual), CaptionSet.load(data_dir, "val", clip.visual)
+    test, val = (CaptionSet.load(data_dir, s, clip.visual, p.source) for s in ("test", "val"))  # files checked first
+    bank = data.encode(clip.visual)
     pairs = bootstrap_pairs(p, data, capfilt)
     torch.manual_seed(seed)
     model = build_model(p, clip)
@@ -320,6 +322,9 @@ def train_and_evaluate(p: BLIPParams, seed: int, data_dir: Path, clip_dir: Path,
     refs = test.references()
     examples = {"images": list(range(n)), "beam": generated[:n], "nucleus": sampled,
                 "references": [refs[str(i)] for i in range(n)], "frequent_caption": frequent}  # fmt: skip
+    if test.split.images is None:  # real data: the notebook reads the example images from their files
+        files = {i: str(r.image) for i, r in zip(test.text_image, test.split.records, strict=True)}
+        examples |= {"image_root": test.split.meta.get("image_root"), "files": [files[i] for i in range(n)]}
     sources = Counter(pairs.source)
     metrics = {"captions": {"test": scores},
                "params": {"med": count_parameters(model.med), "med_and_heads": count_parameters(model) -

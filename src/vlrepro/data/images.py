@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from vlrepro.data.real.errors import README_HINT, DatasetError
-from vlrepro.data.records import Record
+from vlrepro.data.records import Record, Split
 
 # The ImageNet mean colour: the backbones normalise it to about 0, so the padding carries no signal.
 PAD = (124, 116, 104)
@@ -105,6 +105,19 @@ def letterbox_mask(mask: np.ndarray, lb: Letterbox) -> np.ndarray:
     out = np.zeros((lb.size, lb.size), dtype=np.uint8)
     out[lb.pad_y : lb.pad_y + lb.new_height, lb.pad_x : lb.pad_x + lb.new_width] = np.asarray(resized)
     return out.astype(mask.dtype)
+
+
+def image_numbers(records: Sequence[Record]) -> dict[str, int]:
+    """A real split's image files numbered 0, 1, ... in order of first appearance (records name them by path)."""
+    return {f: i for i, f in enumerate(dict.fromkeys(str(r.image) for r in records))}
+
+
+def record_images(split: Split) -> list[int]:
+    """Each record's image number: its index into ``images.npy`` (world), or ``image_numbers`` (real files)."""
+    if split.images is not None:
+        return [int(r.image) for r in split.records]
+    numbers = image_numbers(split.records)
+    return [numbers[str(r.image)] for r in split.records]
 
 
 def image_root(meta: dict[str, Any], where: str) -> Path:

@@ -24,3 +24,7 @@ class RealDataConfig(Section):
     coco_images: Path | None = Field(None, description="COCO image root holding train2014/ val2014/ (captions)")
     coco_instances: Path | None = Field(None, description="COCO instances_*.json for detection evaluation")
     visual_genome: Path | None = Field(None, description="Visual Genome root (region_descriptions.json, ...)")
+    web_captions: Path | None = Field(None, description="web image-text pairs for BLIP, a JSON list of {image, "
+                                      "caption} (BLIP's pre-training annotation format)")
+    web_images: Path | None = Field(None, description="the folder the web_captions image paths start from "
+                                    "(null = the JSON's folder)")

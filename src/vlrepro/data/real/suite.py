@@ -13,6 +13,7 @@ from vlrepro.data.real.errors import README_HINT, DatasetError
 from vlrepro.data.real.flickr30k import flickr30k_entities_from_config
 from vlrepro.data.real.refer import refer_from_config
 from vlrepro.data.real.visual_genome import visual_genome_from_config
+from vlrepro.data.real.web_captions import web_captions_from_config
 from vlrepro.data.records import Split, save_split
 from vlrepro.io import read_json, write_json
 
@@ -54,6 +55,8 @@ def configured_datasets(cfg: RealDataConfig) -> dict[str, Callable[[], dict[str,
         jobs["cub"] = lambda: cub_from_config(cfg)
     if cfg.coco_karpathy is not None:
         jobs["coco_karpathy"] = lambda: coco_karpathy_from_config(cfg)
+    if cfg.web_captions is not None:
+        jobs["web_captions"] = lambda: web_captions_from_config(cfg)
     if cfg.coco_instances is not None:
         subset = cfg.coco_instances.stem.removeprefix("instances_")  # e.g. val2014
         jobs["coco_instances"] = lambda: {subset: coco_instances_from_config(cfg)}

@@ -119,7 +119,7 @@ def ala_step(batch: int) -> tuple[torch.nn.Module, Step]:
 
 
 def blip_step(batch: int) -> tuple[torch.nn.Module, Step]:
-    from vlrepro.blip.data import PairBatches, encode_images, human_pairs, training_images
+    from vlrepro.blip.data import PairBatches, encode_split, human_pairs, training_images
     from vlrepro.blip.model import blip_losses
     from vlrepro.blip.run import build_model, load_clip
     from vlrepro.models.text import encode
@@ -128,7 +128,7 @@ def blip_step(batch: int) -> tuple[torch.nn.Module, Step]:
     clip, tokenizer = load_clip(Path("checkpoints/pretrain/clip"))
     data = training_images(p, Path("data/world"))
     pairs = human_pairs(data)
-    bank = encode_images(clip.visual, data.images[: max(pairs.image[:batch]) + 1])
+    bank = encode_split(clip.visual, data.human, max(pairs.image[:batch]) + 1)
     b = PairBatches(pairs, bank, lambda t, n: encode(tokenizer, t, n), clip.config.text.max_len,
                     data.truth).collate(list(range(batch)))  # fmt: skip
     model = build_model(p, clip)

@@ -4,6 +4,7 @@ decoding, the captioning scores against hand computations, CapFilt's bookkeeping
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -274,10 +275,12 @@ def test_filter_scores_by_hand():
 
 
 def _tiny_training_images() -> TrainingImages:
+    """World-like splits (image arrays): two human images, three web images whose records are out of order."""
+    pixels = np.zeros((3, 8, 8, 3), np.uint8)
     human = Split([Record(image_id=f"c/{i}", image=i, width=8, height=8, text=f"caption {i}") for i in range(2)],
-                  None, None, {})  # fmt: skip
+                  pixels[:2], None, {})  # fmt: skip
     web = Split([Record(image_id=f"w/{i}", image=i, width=8, height=8, text=f"web {i}", meta={"noisy": i == 1})
-                 for i in range(3)], None, None, {})  # fmt: skip
+                 for i in (2, 0, 1)], pixels, None, {})  # fmt: skip
     return TrainingImages(human=human, web=web, n_human=2, n_web=3)
 
 
@@ -296,16 +299,17 @@ def test_bootstrap_pairs_of_each_capfilt_variant():
         p = base.model_copy(update={"bootstrap": base.bootstrap.model_copy(update=bootstrap)})
         return bootstrap_pairs(p, data, capfilt).texts
 
+    # web texts and their keep flags go in record order (images 2, 0, 1); synthetic ones by image number
     human = ["caption 0", "caption 1"]
-    assert texts() == [*human, "web 0", "web 1", "web 2"]
-    assert texts(filter=True) == [*human, "web 0", "web 2"]
-    assert texts(captioner="nucleus") == [*human, "web 0", "web 1", "web 2", "n0", "n1", "n2"]
-    assert texts(filter=True, captioner="nucleus") == [*human, "web 0", "web 2", "n0", "n1"]
-    assert texts(filter=True, captioner="beam") == [*human, "web 0", "web 2", "b1", "b2"]
-    assert texts(filter=True, captioner="nucleus", shared=True) == [*human, "web 2", "s0"]
+    assert texts() == [*human, "web 2", "web 0", "web 1"]
+    assert texts(filter=True) == [*human, "web 2", "web 1"]
+    assert texts(captioner="nucleus") == [*human, "web 2", "web 0", "web 1", "n0", "n1", "n2"]
+    assert texts(filter=True, captioner="nucleus") == [*human, "web 2", "web 1", "n0", "n1"]
+    assert texts(filter=True, captioner="beam") == [*human, "web 2", "web 1", "b1", "b2"]
+    assert texts(filter=True, captioner="nucleus", shared=True) == [*human, "web 1", "s0"]
     pairs = bootstrap_pairs(base.model_copy(update={"bootstrap": base.bootstrap.model_copy(update={"filter": True})}),
                             data, capfilt)  # fmt: skip
-    assert pairs.image == [0, 1, 2, 4]  # web rows follow the human images
+    assert pairs.image == [0, 1, 4, 3]  # web rows follow the human images: web image k is row 2 + k
     with pytest.raises(ValueError, match="blip_capfilt"):
         bootstrap_pairs(base.model_copy(update={"bootstrap": base.bootstrap.model_copy(update={"filter": True})}),
                         data, None)  # fmt: skip
@@ -314,7 +318,7 @@ def test_bootstrap_pairs_of_each_capfilt_variant():
 # --- params, claims, gates ------------------------------------------------------------------------------------------
 
 
-def test_variants_of_params_yaml_validate_and_real_source_stops_with_a_message(tmp_path):
+def test_variants_of_params_yaml_validate_and_an_unconverted_real_source_stops_with_a_message(tmp_path):
     from vlrepro.config import load_params
 
     p = load_params(Path(__file__).parents[1] / "params.yaml", sections=["blip"]).blip

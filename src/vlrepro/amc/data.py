@@ -51,8 +51,8 @@ from tokenizers import Tokenizer
 from torch import Tensor
 
 from vlrepro.amc.config import REAL_SETS, AugmentParams
-from vlrepro.data.images import Letterbox, check_images, image_numbers, load_image, record_images
-from vlrepro.data.real.errors import README_HINT, DatasetError
+from vlrepro.data.images import Letterbox, image_numbers, load_image, open_real_split, record_images
+from vlrepro.data.real.errors import DatasetError
 from vlrepro.data.records import Split, load_split
 from vlrepro.data.world.captions import caption_truth_matrix
 from vlrepro.data.world.resolver import ParseError, resolve
@@ -415,14 +415,7 @@ def open_split(data_dir: Path, name: str, split: str, source: str = "world") -> 
         raise DatasetError(f"amc.source = real: the set {name!r} has no real counterpart; real sets: "
                            f"{', '.join(f'{k} ({v[0]})' for k, v in REAL_SETS.items())}")
     folder, key = REAL_SETS[name]
-    path = Path(data_dir) / folder / split
-    if not (path / "records.json").is_file():
-        raise DatasetError(f"{path}: missing; amc.source = real reads {name} {split} from the `data` stage's "
-                           f"conversion of data.real.{key}. Set that path and re-run the `data` stage: dvc repro "
-                           f"data ({README_HINT})")
-    out = load_split(path)
-    check_images(out.meta, out.records, str(path))
-    return out
+    return open_real_split(Path(data_dir) / folder / split, f"amc.source = real reads {name} {split}", key)
 
 
 def _where(meta: dict) -> str:

@@ -7,7 +7,8 @@ From the no-CapFilt baseline run of the seed (BLIP's sharing, pre-trained on hum
 2. the captioner writes one synthetic caption per web image: nucleus sampling (top-p) and beam search;
 3. the filter keeps a web or synthetic text when its ITM match probability reaches ``capfilt.threshold``.
 
-``bootstrap`` returns, per web caption, the texts and keep flags the CapFilt variants train on
+``bootstrap`` returns, per web caption and per web image (synthetic), the texts and keep flags the CapFilt
+variants train on
 (``vlrepro.blip.data.bootstrap_pairs``), and what only the world can tell: the filter's precision and
 recall on the web captions known to be wrong, and how many synthetic captions are true of their image. On
 real data nobody knows either, and those measurements are left out.
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from vlrepro.blip.config import BLIPParams
-from vlrepro.blip.data import human_pairs, training_images, web_records
+from vlrepro.blip.data import human_pairs, training_images, web_images, web_records
 from vlrepro.blip.model import BLIP
 from vlrepro.blip.run import build_model, captions, load_clip, match_probability, train
 from vlrepro.data.world.captions import caption_truth_matrix
@@ -69,16 +70,16 @@ def bootstrap(p: BLIPParams, seed: int, data_dir: Path, clip_dir: Path, base_sta
         train(models[name], human, data, bank, tokenizer, p, seed, steps=p.capfilt.steps, lr=p.capfilt.lr,
               weights=weights)  # fmt: skip
         models[name].eval()
-    web = web_records(data)
-    rows = [data.n_human + i for i, _ in web]
-    web_bank = bank[rows]
+    web, images = web_records(data), web_images(data)  # per web caption; per web image (the world: the same)
+    rows, image_rows = [data.n_human + i for i, _ in web], [data.n_human + i for i in images]
+    web_bank = bank[image_rows]
     batch = p.eval.batch_size
     synthetic: dict[str, list[str]] = {}
     for key, (owner, method) in SYNTHETIC.items():
         g = torch.Generator().manual_seed(seed)
         synthetic[key] = captions(models[owner], tokenizer, web_bank, p, method, g)
     texts = [r.text for _, r in web]
-    world = data.web.meta.get("scenes") is not None  # only the world knows which texts are wrong
+    world = data.web.images is not None  # only the world knows which texts are wrong
     noisy = [bool(r.meta["noisy"]) for _, r in web] if world else None
     keep_web, keep_synth = {}, {}
     thr = p.capfilt.threshold
@@ -86,8 +87,7 @@ def bootstrap(p: BLIPParams, seed: int, data_dir: Path, clip_dir: Path, base_sta
         keep_web[owner] = (match_probability(models[model], tokenizer, bank, rows, texts, batch) >= thr).tolist()
     for key in SYNTHETIC:
         model = models[FILTER_OF[key.split("_")[0]]]
-        keep_synth[key] = (match_probability(model, tokenizer, bank, rows, synthetic[key], batch) >= thr).tolist()
-    images = [i for i, _ in web]
+        keep_synth[key] = (match_probability(model, tokenizer, bank, image_rows, synthetic[key], batch) >= thr).tolist()
     true_synth = {k: [bool(caption_truth_matrix(data.web, [t], [i])[0, 0]) for t, i in zip(v, images, strict=True)]
                   for k, v in synthetic.items()} if world else None  # fmt: skip
     out = {"web": texts, "noisy": noisy, "keep_web": keep_web, "synthetic": synthetic, "keep_synthetic": keep_synth,

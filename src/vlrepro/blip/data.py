@@ -23,13 +23,14 @@ import torch
 from torch import Tensor
 
 from vlrepro.blip.config import BLIPParams
-from vlrepro.data.images import check_images, load_image, record_images
-from vlrepro.data.real.errors import README_HINT, DatasetError
+from vlrepro.data.images import image_numbers, load_image, open_real_split, record_images
+from vlrepro.data.real.errors import DatasetError
 from vlrepro.data.records import Record, Split, load_split
 from vlrepro.data.world.captions import caption_truth_matrix
 
-# World set -> its conversion under data/real (source: real) and the data.real key behind it.
-REAL_SETS = {"captions": ("coco_karpathy", "coco_karpathy"), "web": ("web_captions", "web_captions")}
+# World set -> its conversion under data/real (source: real) and the data.real key(s) behind it.
+REAL_SETS = {"captions": ("coco_karpathy", "coco_karpathy and coco_images"),
+             "web": ("web_captions", "web_captions and web_images")}  # fmt: skip
 
 
 @dataclass
@@ -70,17 +71,18 @@ def encode_split(visual: torch.nn.Module, split: Split, n: int | None = None, ba
         first.setdefault(i, r)
     count = len(first) if n is None else min(n, len(first))
     size, where = visual.config.img_size, f"{split.meta.get('dataset')}/{split.meta.get('split')}"
+    if not count:
+        raise DatasetError(f"data/real/{where}: no image with a caption; check the file the `data` stage converted "
+                           f"({split.meta.get('source', 'its data.real path')})")  # fmt: skip
     parts = [encode_images(visual, np.stack([load_image(split.meta, first[i], size, where)[0]
                                              for i in range(start, min(start + batch, count))]), batch)
              for start in range(0, count, batch)]  # fmt: skip
-    if not parts:
-        raise ValueError(f"{where}: no image to encode")
     return ImageBank(torch.cat([b.tokens for b in parts]), torch.cat([b.pooled for b in parts]))
 
 
 def image_count(split: Split) -> int:
     """How many images ``split`` has (``images.npy`` rows, or distinct real files)."""
-    return len(split.images) if split.images is not None else len(set(record_images(split)))
+    return len(split.images) if split.images is not None else len(image_numbers(split.records))
 
 
 @dataclass
@@ -110,14 +112,7 @@ def open_split(data_dir: Path, name: str, split: str, source: str = "world") -> 
             raise FileNotFoundError(f"{folder}/records.json: missing; run the `data` stage (dvc repro data) first")
         return load_split(folder)
     dataset, key = REAL_SETS[name]
-    folder = Path(data_dir) / dataset / split
-    if not (folder / "records.json").is_file():
-        raise DatasetError(f"{folder}: missing; blip.source = real reads {name} {split} from the `data` stage's "
-                           f"conversion of data.real.{key}. Set that path and re-run the `data` stage: dvc repro "
-                           f"data ({README_HINT})")  # fmt: skip
-    out = load_split(folder)
-    check_images(out.meta, out.records, str(folder))
-    return out
+    return open_real_split(Path(data_dir) / dataset / split, f"blip.source = real reads {name} {split}", key)
 
 
 @dataclass
@@ -131,6 +126,9 @@ class TrainingImages:
     n_web: int
 
     def encode(self, visual: torch.nn.Module) -> ImageBank:
+        if self.human.images is not None and self.web.images is not None:  # the world: one pass, as ever
+            return encode_images(visual, np.concatenate([self.human.images[: self.n_human],
+                                                         self.web.images[: self.n_web]]))  # fmt: skip
         human, web = encode_split(visual, self.human, self.n_human), encode_split(visual, self.web, self.n_web)
         return ImageBank(torch.cat([human.tokens, web.tokens]), torch.cat([human.pooled, web.pooled]))
 
@@ -159,6 +157,11 @@ def web_records(data: TrainingImages) -> list[tuple[int, Record]]:
     """(image number, record) of the web captions of the images in use, in record order (the world: one per
     image; a real web file may give an image several)."""
     return [(i, r) for i, r in zip(record_images(data.web), data.web.records, strict=True) if i < data.n_web]
+
+
+def web_images(data: TrainingImages) -> list[int]:
+    """The numbers of the web images in use that have a caption, in order: one synthetic caption each."""
+    return sorted({i for i, _ in web_records(data)})
 
 
 def human_pairs(data: TrainingImages) -> Pairs:
@@ -191,7 +194,7 @@ def bootstrap_pairs(p: BLIPParams, data: TrainingImages, capfilt: dict | None) -
                              f"{', '.join(capfilt['synthetic'])}")  # fmt: skip
         texts = capfilt["synthetic"][key]
         keep_synth = capfilt["keep_synthetic"][key] if b.filter else [True] * len(texts)
-        for (i, _), text, keep in zip(web, texts, keep_synth, strict=True):
+        for i, text, keep in zip(web_images(data), texts, keep_synth, strict=True):
             if keep:
                 pairs.add(data.n_human + i, text, "synthetic")
     return pairs

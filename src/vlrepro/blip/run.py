@@ -19,6 +19,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -124,19 +125,26 @@ class CaptionSet:
     def true_of(self, text: str, image: int) -> bool:
         """Whether ``text`` describes ``image``: the world's judgement, or on real data whether it is one of
         the image's own captions."""
-        if self.split.meta.get("scenes") is not None:
+        if self.split.images is not None:
             return bool(caption_truth_matrix(self.split, [text], [image])[0, 0])
-        if not hasattr(self, "_own"):
-            self._own: dict[int, set[str]] = {}
-            for t, i in zip(self.texts, self.text_image, strict=True):
-                self._own.setdefault(i, set()).add(" ".join(t.lower().split()))
-        return " ".join(text.lower().split()) in self._own.get(image, set())
+        return _norm(text) in self._own_captions.get(image, set())
+
+    @cached_property
+    def _own_captions(self) -> dict[int, set[str]]:
+        own: dict[int, set[str]] = {}
+        for t, i in zip(self.texts, self.text_image, strict=True):
+            own.setdefault(i, set()).add(_norm(t))
+        return own
 
     def references(self) -> dict[str, list[str]]:
         refs: dict[str, list[str]] = {}
         for text, image in zip(self.texts, self.text_image, strict=True):
             refs.setdefault(str(image), []).append(text)
         return refs
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
 
 
 @torch.no_grad()

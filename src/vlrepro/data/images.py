@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from vlrepro.data.real.errors import README_HINT, DatasetError
-from vlrepro.data.records import Record, Split
+from vlrepro.data.records import Record, Split, load_split
 
 # The ImageNet mean colour: the backbones normalise it to about 0, so the padding carries no signal.
 PAD = (124, 116, 104)
@@ -34,7 +34,7 @@ PAD = (124, 116, 104)
 IMAGE_ROOT_KEYS = {
     "refcoco": "coco_train2014", "refcoco+": "coco_train2014", "refcocog": "coco_train2014",
     "refclef": "saiapr", "flickr30k_entities": "flickr30k_images", "visual_genome": "visual_genome",
-    "cub": "cub", "coco_karpathy": "coco_images", "coco_instances": "coco_images",
+    "cub": "cub", "coco_karpathy": "coco_images", "coco_instances": "coco_images", "web_captions": "web_images",
 }  # fmt: skip
 
 SHOW_MISSING = 5  # paths listed in the error for missing images
@@ -118,6 +118,19 @@ def record_images(split: Split) -> list[int]:
         return [int(r.image) for r in split.records]
     numbers = image_numbers(split.records)
     return [numbers[str(r.image)] for r in split.records]
+
+
+def open_real_split(folder: Path, reads: str, key: str) -> Split:
+    """The `data` stage's conversion in ``folder`` (``data/real/<dataset>/<split>``), every image file checked
+    (``check_images``). A missing conversion is a ``DatasetError`` saying what ``reads`` it (e.g. "amc.source =
+    real reads vg train") and the ``data.real`` key(s) ``key`` to set."""
+    folder = Path(folder)
+    if not (folder / "records.json").is_file():
+        raise DatasetError(f"{folder}: missing; {reads} from the `data` stage's conversion of data.real.{key}. Set "
+                           f"the path and re-run the `data` stage: dvc repro data ({README_HINT})")  # fmt: skip
+    split = load_split(folder)
+    check_images(split.meta, split.records, str(folder))
+    return split
 
 
 def image_root(meta: dict[str, Any], where: str) -> Path:

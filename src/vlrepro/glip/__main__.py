@@ -72,6 +72,16 @@ def transfer_gates(mode: str, shots: int, gain: float = 0.05) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vlrepro.data.real.errors import DatasetError
+
+    try:
+        return _main(argv)
+    except DatasetError as e:  # a real dataset's split or image missing or broken: say which, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train and evaluate one variant with one seed")
@@ -94,10 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # as the SMCIM runs: two single-thread runs at once use both cores best
     root = params_file.parent
     if args.command == "transfer":
+        if p.source == "real":
+            print("error: glip.source = real: the odinw transfer needs ODinW, which has no adapter yet (its 13 sets "
+                  "are COCO-format JSONs per dataset); run the glip and glip_student stages, or source: world",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         return _transfer(p, args.seed, root)
     name = f"{args.variant}-{args.seed}"
     teacher = root / RUNS_DIR / f"{v.pseudo.teacher}-{args.seed}" if "captions" in v.train.sets else None
-    data, pretrained = root / "data" / "world", root / "checkpoints" / "pretrain"
+    data, pretrained = root / "data" / p.source, root / "checkpoints" / "pretrain"  # data/world or data/real
     result = train_and_evaluate(p, args.variant, args.seed, data, pretrained, teacher)
     save_model(result.model, root / RUNS_DIR / name / MODEL_FILE)
     runs = root / "reports" / "runs" / "glip" / name

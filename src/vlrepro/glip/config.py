@@ -85,16 +85,35 @@ class EvalParams(Section):
     score_threshold: float = Field(0.05, ge=0, lt=1, description="detections below this score are dropped")
     nms_iou: float = Field(0.6, gt=0, le=1, description="per-class NMS IoU (GLIP: 0.6)")
     max_detections: int = Field(100, ge=1, description="per image (COCO: 100)")
-    rich_prompts: dict[str, str] = Field(
-        default_factory=dict, description="class name -> a richer prompt for it (card claim 5, manual prompt "
-        "engineering): det_rich scores the det/test prompt with these instead of the names; {} = not evaluated"
+    rich_prompts: dict[str, str] | None = Field(
+        None, description="class name -> a richer prompt for it (card claim 5, manual prompt engineering): "
+        "det_rich scores the det/test prompt with these instead of the names; null or {} = not evaluated"
+    )  # fmt: skip
+
+
+# The 17 novel classes of the open-vocabulary COCO split (Bansal et al. 2018; OVR-CNN and later work).
+OV_COCO_NOVEL = ("airplane", "bus", "cat", "dog", "cow", "elephant", "umbrella", "tie", "snowboard", "skateboard",
+                 "cup", "knife", "cake", "couch", "keyboard", "sink", "scissors")  # fmt: skip
+
+
+class RealParams(Section):
+    """``source: real``: the converted sets GLIP reads (``vlrepro.glip.real``) and its input size."""
+
+    image_size: int = Field(640, ge=32, description="side of the square input every image is letterboxed to "
+                            "(GLIP: 800 x 1333)")  # fmt: skip
+    det_train: str = Field("train2017", description="data/real/coco_instances subset trained on (base classes)")
+    det_test: str = Field("val2017", description="data/real/coco_instances subset scored (base and novel)")
+    novel_categories: tuple[str, ...] = Field(
+        OV_COCO_NOVEL, description="COCO classes held out of detection training; every other class is base"
     )  # fmt: skip
 
 
 class GLIPParams(Section):
     source: Literal["world", "real"] = Field(
-        "world", description="world: embedded benchmark; real: COCO, Flickr30k Entities, ODinW (not implemented yet)"
+        "world", description="world: embedded benchmark; real: data/real's COCO instances, Flickr30k Entities, "
+        "Visual Genome and COCO captions (vlrepro.glip.real; no ODinW yet)"
     )  # fmt: skip
+    real: RealParams = RealParams()
     text: Literal["world"] = Field("world", description="the pretrain stage's BERT, frozen (GLIP fine-tunes BERT-base)")
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()

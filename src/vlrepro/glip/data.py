@@ -21,12 +21,24 @@ import torch
 from tokenizers import Tokenizer
 from torch import Tensor
 
+from vlrepro.data.images import load_image
 from vlrepro.data.records import Record, Split
 from vlrepro.glip.prompts import span_map, training_prompt
 from vlrepro.models.backbones import images_to_tensor
 from vlrepro.models.text import encode
 
 Spans = list[list[tuple[int, int]]]  # per box, the character spans of the text that name it
+
+
+def split_pixels(split: Split, images: Sequence[int]) -> np.ndarray:
+    """uint8 ``(N, H, W, 3)`` pixels of the image numbers ``images``: rows of the world's ``images.npy``, or a
+    real split's files letterboxed to its input size (``vlrepro.glip.real``)."""
+    if split.images is not None:
+        return np.asarray(split.images)[list(images)]
+    files, size = split.meta["files"], split.meta["image_size"]
+    return np.stack([load_image(split.meta, Record(image_id=str(i), image=files[i]["image"], width=files[i]["width"],
+                                                   height=files[i]["height"]), size, split.meta["where"])[0]
+                     for i in images])  # fmt: skip
 
 
 def category_names(split: Split) -> list[str]:
@@ -85,7 +97,7 @@ class GroundingSamples(torch.utils.data.Dataset):
             text, boxes, spans = prompt.text, [b for b, _ in kept], [[span_of[c]] for _, c in kept]
         else:
             text, (boxes, spans) = record.text, grounding_target(record)
-        image = images_to_tensor(np.array(split.images[int(record.image)]))  # a copy: the split is read-only
+        image = images_to_tensor(split_pixels(split, [int(record.image)])[0])  # a copy: the split is read-only
         return image, text, torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), spans
 
     def collate(self, items: list[tuple[Tensor, str, Tensor, Spans]]) -> dict[str, Any]:

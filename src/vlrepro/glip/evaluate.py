@@ -24,13 +24,15 @@ from torchvision.ops import batched_nms, box_iou, nms
 
 from vlrepro.data.records import Record, Split
 from vlrepro.glip.config import EvalParams
-from vlrepro.glip.data import base_ids, category_names, coco_ground_truth, novel_ids
+from vlrepro.glip.data import base_ids, category_names, coco_ground_truth, novel_ids, split_pixels
 from vlrepro.glip.model import GLIP, GLIPOutput
 from vlrepro.glip.prompts import Prompt, class_scores, join_classes, positive_map, span_map
 from vlrepro.metrics.coco import coco_box_ap
 from vlrepro.models.backbones import images_to_tensor
 from vlrepro.models.text import encode
 from vlrepro.train import evaluating
+
+CHUNK = 64  # images per forward pass in detection
 
 
 def _scores(out: GLIPOutput, maps: Tensor) -> Tensor:
@@ -92,7 +94,10 @@ def detection_ap(
     names = list(names) if names is not None else category_names(split)
     ids = sorted({int(r.image) for r in split.records}) if images is None else list(images)
     prompt = join_classes(names, range(len(names)))
-    dets = detect(model, np.asarray(split.images)[ids], prompt, tokenizer, p, max_len, ids)
+    dets = []
+    for start in range(0, len(ids), CHUNK):  # a real split is read from its files a chunk at a time
+        chunk = ids[start : start + CHUNK]
+        dets += detect(model, split_pixels(split, chunk), prompt, tokenizer, p, max_len, chunk, batch=CHUNK)
     groups = {"all": range(len(names)), "base": base_ids(split), "novel": novel_ids(split), **(groups or {})}
     out = {}
     with tempfile.TemporaryDirectory(prefix="glip_ap_") as tmp:
@@ -114,7 +119,7 @@ def phrase_boxes(
         for start in range(0, len(records), batch):
             chunk = records[start : start + batch]
             enc = encode(tokenizer, [r.text for r in chunk], max_len)
-            x = images_to_tensor(np.asarray(split.images)[[int(r.image) for r in chunk]])
+            x = images_to_tensor(split_pixels(split, [int(r.image) for r in chunk]))
             out = model(x, enc["input_ids"], enc["attention_mask"])
             boxes = (out.boxes * model.grid_stride).clamp(0, x.shape[-1])
             for i, r in enumerate(chunk):

@@ -1,4 +1,5 @@
-"""One GLIP run: a variant of the ``glip`` params section, one seed, trained and evaluated on the world.
+"""One GLIP run: a variant of the ``glip`` params section, one seed, trained and evaluated on the world (or,
+with ``glip.source: real``, on COCO, Flickr30k Entities, Visual Genome and COCO captions: ``vlrepro.glip.real``).
 
 ``train_and_evaluate(params, variant, seed, data_dir, pretrain_dir)`` builds the model on the pretrain
 stage's CNN and BERT (both frozen), trains the head on the variant's sets and returns the metrics:
@@ -30,7 +31,7 @@ from tokenizers import Tokenizer
 
 from vlrepro.data.records import Split, load_split
 from vlrepro.glip.config import GLIPParams
-from vlrepro.glip.data import GroundingSamples, base_ids, category_names, novel_ids
+from vlrepro.glip.data import GroundingSamples, base_ids, category_names, novel_ids, split_pixels
 from vlrepro.glip.evaluate import detect, detection_ap, grounding_recall
 from vlrepro.glip.loss import assign, glip_loss
 from vlrepro.glip.model import GLIP, GLIPConfig, GLIPHead
@@ -148,34 +149,33 @@ class RunResult:
     seconds: float
 
 
-def check_source(p: GLIPParams) -> None:
+def open_split(p: GLIPParams, data_dir: Path, name: str, split: str) -> Split:
+    """Set ``name``'s ``split``: the world's (``data/world``), or with ``glip.source: real`` the `data` stage's
+    conversion in ``data/real``, letterboxed (``vlrepro.glip.real``)."""
     if p.source == "real":
-        raise NotImplementedError(
-            "glip.source = 'real': the GLIP stages read only the embedded world so far. Real data would need "
-            "data.real.coco_instances and coco_images (detection, base/novel split of the COCO classes), "
-            "data.real.flickr30k_entities and flickr30k_images (grounding), Visual Genome regions, and file-backed "
-            "image loading at the backbone's input size, which these stages do not implement yet; use source: world"
-        )
+        from vlrepro.glip.real import open_split as open_real
+
+        return open_real(p, data_dir, name, split)
+    return load_split(Path(data_dir) / name / split)
 
 
 def train_and_evaluate(
     p: GLIPParams, variant: str, seed: int, data_dir: Path, pretrain_dir: Path, teacher_dir: Path | None = None
 ) -> RunResult:
     t0 = time.perf_counter()
-    check_source(p)
     v = p.variant(variant)
     data_dir = Path(data_dir)
     torch.manual_seed(seed)
     model, tokenizer = build_model(v, pretrain_dir)
     max_len = v.train.max_prompt_tokens
-    det_test, flickr_test = load_split(data_dir / "det" / "test"), load_split(data_dir / "flickr" / "test")
+    det_test, flickr_test = open_split(p, data_dir, "det", "test"), open_split(p, data_dir, "flickr", "test")
     untrained = detection_ap(model, det_test, tokenizer, v.eval, max_len)
-    splits = [load_split(data_dir / s / "train") for s in v.train.sets if s != "captions"]
+    splits = [open_split(p, data_dir, s, "train") for s in v.train.sets if s != "captions"]
     if "captions" in v.train.sets:
         if teacher_dir is None:
             raise ValueError(f"glip variant {variant!r} trains on pseudo-labelled captions: give teacher_dir")
         teacher, _ = load_run(p, v.pseudo.teacher, teacher_dir, pretrain_dir)
-        captions = first_captions(load_split(data_dir / "captions" / "train"), v.pseudo.images)
+        captions = first_captions(open_split(p, data_dir, "captions", "train"), v.pseudo.images)
         splits.append(pseudo_label(teacher, captions, tokenizer, max_len, v.pseudo.threshold))
     train = GroundingSamples(splits, tokenizer, max_len, v.train.detection_share)
     curve_images = sorted({int(r.image) for r in det_test.records})[: v.train.curve_images]
@@ -192,7 +192,7 @@ def train_and_evaluate(
         )  # fmt: skip
     names = category_names(det_test)
     shuffled = swapped_names(names, [base_ids(det_test), novel_ids(det_test)], seed)
-    rich, enriched = rich_names(names, v.eval.rich_prompts)
+    rich, enriched = rich_names(names, v.eval.rich_prompts or {})
     groups = {"enriched": enriched} if enriched else None
     metrics = {
         "det": detection_ap(model, det_test, tokenizer, v.eval, max_len, groups=groups),
@@ -203,7 +203,7 @@ def train_and_evaluate(
     if enriched:
         metrics["det_rich"] = detection_ap(model, det_test, tokenizer, v.eval, max_len, names=rich, groups=groups)
     ids = sorted({int(r.image) for r in det_test.records})[: p.examples]
-    dets = detect(model, np.asarray(det_test.images)[ids], join_classes(names, range(len(names))), tokenizer, v.eval,
+    dets = detect(model, split_pixels(det_test, ids), join_classes(names, range(len(names))), tokenizer, v.eval,
                   max_len, ids)  # fmt: skip
     examples = [
         {"image": i, "truth": [{"box": list(b), "name": names[c]} for b, c in zip(r.boxes, r.labels, strict=True)],

@@ -160,11 +160,13 @@ def coco_karpathy_from_config(cfg: RealDataConfig, **kwargs) -> dict[str, Split]
     return load_coco_karpathy(cfg.coco_karpathy, cfg.coco_images, **kwargs)
 
 
-def coco_instances_from_config(cfg: RealDataConfig, **kwargs) -> Split:
-    """``load_coco_instances`` with ``data.real.coco_instances`` and ``data.real.coco_images``."""
-    if cfg.coco_instances is None:
-        raise not_set("coco_instances", "a COCO instances_<subset>.json")
-    return load_coco_instances(cfg.coco_instances, cfg.coco_images, **kwargs)
+def coco_instances_from_config(cfg: RealDataConfig, key: str = "coco_instances", **kwargs) -> Split:
+    """``load_coco_instances`` with ``data.real.<key>`` (``coco_instances``, or ``coco_instances_train``) and
+    ``data.real.coco_images``."""
+    path = getattr(cfg, key)
+    if path is None:
+        raise not_set(key, "a COCO instances_<subset>.json")
+    return load_coco_instances(path, cfg.coco_images, **kwargs)
 
 
 def read_instances(path: Path) -> dict[str, Any]:

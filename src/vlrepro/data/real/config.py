@@ -23,6 +23,8 @@ class RealDataConfig(Section):
     coco_karpathy: Path | None = Field(None, description="Karpathy split JSON (dataset_coco.json)")
     coco_images: Path | None = Field(None, description="COCO image root holding train2014/ val2014/ (captions)")
     coco_instances: Path | None = Field(None, description="COCO instances_*.json for detection evaluation")
+    coco_instances_train: Path | None = Field(None, description="COCO instances_*.json to train detection on "
+                                              "(GLIP; e.g. instances_train2017.json)")
     visual_genome: Path | None = Field(None, description="Visual Genome root (region_descriptions.json, ...)")
     web_captions: Path | None = Field(None, description="web image-text pairs for BLIP, a JSON list of {image, "
                                       "caption} (BLIP's pre-training annotation format)")

@@ -57,9 +57,14 @@ def configured_datasets(cfg: RealDataConfig) -> dict[str, Callable[[], dict[str,
         jobs["coco_karpathy"] = lambda: coco_karpathy_from_config(cfg)
     if cfg.web_captions is not None:
         jobs["web_captions"] = lambda: web_captions_from_config(cfg)
-    if cfg.coco_instances is not None:
-        subset = cfg.coco_instances.stem.removeprefix("instances_")  # e.g. val2014
-        jobs["coco_instances"] = lambda: {subset: coco_instances_from_config(cfg)}
+    instances = [k for k in ("coco_instances", "coco_instances_train") if getattr(cfg, k) is not None]
+    if instances:  # each file a split named by its subset, e.g. val2014
+        subsets = [getattr(cfg, k).stem.removeprefix("instances_") for k in instances]
+        if len(set(subsets)) < len(subsets):
+            raise DatasetError(f"data.real.coco_instances and coco_instances_train are both instances_{subsets[0]}"
+                               f".json; point them at two subsets (e.g. val2017 and train2017)")
+        jobs["coco_instances"] = lambda: {s: coco_instances_from_config(cfg, k)
+                                          for s, k in zip(subsets, instances, strict=True)}
     return jobs
 
 

@@ -1,0 +1,90 @@
+"""GLIP on real data (``glip.source: real``, the ``paper`` profile): COCO detection, Flickr30k Entities and
+Visual Genome grounding, COCO captions for the student, each as a split GLIP's code reads like the world's.
+
+``open_split`` opens the `data` stage's conversion (every image file checked first; a missing set names its
+``data.real`` key) and re-expresses it:
+
+- every image is letterboxed to ``glip.real.image_size`` (``vlrepro.data.images``): boxes are mapped into
+  those input pixels, ``Record.image`` is the image's number and width = height = the input size, and
+  ``meta["files"]`` keeps each number's file and size, which ``vlrepro.glip.data.split_pixels`` reads;
+- detection (COCO instances): the categories are renumbered 0..C-1 in COCO id order (the code indexes class
+  names by label), and ``glip.real.novel_categories`` (default: the 17 novel classes of the open-vocabulary
+  COCO split) are the novel classes, every other class base. Training prompts name base classes only, so
+  the novel objects of the training images stay unlabelled background, as in the world's det/train.
+
+Evaluation runs in input pixels. IoU is the same there as in the original pixels (one scale for x and y, up
+to rounding), and so are AP and R@k; COCO's small/medium/large areas are measured in input pixels. Crowd
+regions are not in the ground truth, so a detection on one counts as a false positive, which COCOeval would
+ignore: AP is a little lower than the official protocol's. The base/novel split differs from OV-COCO's, which
+leaves 15 classes out of both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vlrepro.data.images import Letterbox, image_numbers, open_real_split
+from vlrepro.data.real.errors import DatasetError
+from vlrepro.data.records import Split
+
+if TYPE_CHECKING:
+    from vlrepro.glip.config import GLIPParams
+
+# GLIP's set name -> (its conversion under data/real, the data.real key(s) behind it)
+REAL_SETS = {
+    "det": ("coco_instances", "coco_instances (test) and coco_instances_train"),
+    "flickr": ("flickr30k_entities", "flickr30k_entities and flickr30k_images"),
+    "vg": ("visual_genome", "visual_genome"),
+    "captions": ("coco_karpathy", "coco_karpathy and coco_images"),
+}
+
+
+def open_split(p: GLIPParams, data_dir: Path, name: str, split: str) -> Split:
+    """Set ``name``'s ``split`` (``det``: ``train``/``test`` = ``glip.real.det_train``/``det_test``) from
+    ``data_dir`` (``data/real``), checked and letterboxed (module docstring)."""
+    if name not in REAL_SETS:
+        raise DatasetError(f"glip.source = real: the set {name!r} has no real counterpart; real sets: "
+                           f"{', '.join(REAL_SETS)}")  # fmt: skip
+    folder, keys = REAL_SETS[name]
+    subset = {"train": p.real.det_train, "test": p.real.det_test}[split] if name == "det" else split
+    path = Path(data_dir) / folder / subset
+    out = open_real_split(path, f"glip.source = real reads {name} {split}", keys)
+    if name == "det":
+        out = detection_split(out, p.real.novel_categories, str(path))
+    return letterboxed(out, p.real.image_size, str(path))
+
+
+def detection_split(split: Split, novel: tuple[str, ...], where: str) -> Split:
+    """COCO instances with contiguous labels 0..C-1 (COCO id order) and base/novel category ids."""
+    cats = sorted(split.meta["categories"], key=lambda c: c["id"])
+    index = {c["id"]: k for k, c in enumerate(cats)}
+    names = [c["name"] for c in cats]
+    if unknown := sorted(set(novel) - set(names)):
+        raise DatasetError(f"glip.real.novel_categories names {unknown}, which are not classes of {where}; "
+                           f"its classes: {', '.join(names)}")  # fmt: skip
+    records = [replace(r, labels=tuple(index[c] for c in r.labels)) for r in split.records]
+    meta = {**split.meta, "categories": [{"id": k, "name": n} for k, n in enumerate(names)],
+            "base_category_ids": [k for k, n in enumerate(names) if n not in novel],
+            "novel_category_ids": [k for k, n in enumerate(names) if n in novel]}  # fmt: skip
+    return replace(split, records=records, meta=meta)
+
+
+def letterboxed(split: Split, size: int, where: str) -> Split:
+    """``split`` with every image letterboxed to ``size``: boxes in input pixels, images numbered (module
+    docstring)."""
+    numbers = image_numbers(split.records)
+    files: list[dict] = [{} for _ in numbers]
+    records = []
+    for r in split.records:
+        i = numbers[str(r.image)]
+        files[i] = {"image": str(r.image), "width": r.width, "height": r.height}
+        boxes = r.boxes
+        if boxes:
+            if not (r.width and r.height):
+                raise DatasetError(f"{where}: record {r.image_id} has boxes but no image size; re-run the `data` "
+                                   f"stage")  # fmt: skip
+            boxes = tuple(tuple(float(v) for v in b) for b in Letterbox.fit(r.width, r.height, size).to_input(boxes))
+        records.append(replace(r, image=i, width=size, height=size, boxes=boxes))
+    return replace(split, records=records, meta={**split.meta, "files": files, "image_size": size, "where": where})

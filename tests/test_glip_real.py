@@ -1,0 +1,150 @@
+"""GLIP on real data (glip.source: real, the paper profile), end to end on a fixture the test writes: JPEG files,
+COCO instances files (train and val), Flickr30k Entities, Visual Genome and Karpathy's captions, converted by the
+`data` stage's function; then a GLIP-T(C) run and its student through their command with a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image, ImageDraw
+from test_amc_real import _flickr, _vg
+
+from vlrepro.config import validate_params
+from vlrepro.data.images import Letterbox
+from vlrepro.data.real.errors import DatasetError
+from vlrepro.data.real.suite import build_real
+from vlrepro.glip.data import category_names, split_pixels
+from vlrepro.glip.real import open_split
+from vlrepro.models import save_pretrained
+from vlrepro.models.backbones import CNNBackbone, CNNConfig
+from vlrepro.models.text import TextConfig, TextEncoder, train_wordpiece
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 64
+CATEGORIES = [{"id": 1, "name": "person"}, {"id": 17, "name": "cat"}, {"id": 3, "name": "car"}]  # ids with gaps
+FILL = {1: "red", 17: "green", 3: "blue"}
+
+
+def _instances(root: Path, subset: str, n: int, first_id: int) -> Path:
+    """``instances_<subset>.json`` over ``n`` JPEGs of two or three objects each (a crowd region in the first)."""
+    images, anns = [], []
+    for k in range(n):
+        image_id, w, h = first_id + k, 96 + 16 * (k % 3), 80
+        name = f"{image_id:012d}.jpg"
+        im = Image.new("RGB", (w, h), (90, 90, 90))
+        draw = ImageDraw.Draw(im)
+        for j, cat in enumerate([1, 3, 17][: 2 + k % 2]):
+            box = [4 + 30 * j, 10 + 5 * j, 24, 30]
+            draw.rectangle([box[0], box[1], box[0] + box[2], box[1] + box[3]], fill=FILL[cat])
+            anns.append({"id": len(anns) + 1 + 1000 * first_id, "image_id": image_id, "category_id": cat, "bbox": box,
+                         "area": box[2] * box[3], "iscrowd": 0, "segmentation": []})  # fmt: skip
+        (root / subset).mkdir(parents=True, exist_ok=True)
+        im.save(root / subset / name, quality=90)
+        images.append({"id": image_id, "file_name": name, "width": w, "height": h})
+    path = root / f"instances_{subset}.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": CATEGORIES}))
+    return path
+
+
+def write_fixture(root: Path) -> dict[str, str]:
+    coco = root / "coco"
+    train, val = _instances(coco, "train2017", 6, 1), _instances(coco, "val2017", 3, 100)
+    flickr_images = root / "flickr30k-images"
+    flickr_images.mkdir()
+    flickr = _flickr(root / "flickr30k_entities", flickr_images)
+    vg = _vg(root / "vg")
+    karpathy = {"images": [{"filepath": "train2017", "filename": f"{k:012d}.jpg", "imgid": k, "split": "train",
+                            "cocoid": k, "sentences": [{"raw": "a red person next to a blue car", "tokens": []}]}
+                           for k in range(1, 7)]}  # fmt: skip
+    (root / "dataset_coco.json").write_text(json.dumps(karpathy))
+    return {"coco_instances": str(val), "coco_instances_train": str(train), "coco_images": str(coco),
+            "flickr30k_entities": str(flickr), "flickr30k_images": str(flickr_images), "visual_genome": str(vg),
+            "coco_karpathy": str(root / "dataset_coco.json")}  # fmt: skip
+
+
+TINY = {
+    "real": {"image_size": SIZE, "novel_categories": ["cat"]},
+    "model": {"dim": 16, "align_dim": 16, "num_heads": 2},
+    "train": {"steps": 2, "batch_size": 4, "warmup_steps": 0, "eval_every": 1, "curve_images": 2},
+    "pseudo": {"images": 4, "threshold": 0.01},
+    "examples": 2,
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A scratch project: params.yaml (paper profile), data/real converted, tiny CNN and text checkpoints."""
+    root = tmp_path_factory.mktemp("glip_real")
+    paths = write_fixture(root / "datasets")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["profile"] = "paper"
+    paper = raw["profiles"]["paper"]
+    paper.setdefault("data", {})["real"] = paths
+    for key, value in TINY.items():
+        paper["glip"][key] = {**paper["glip"].get(key, {}), **value} if isinstance(value, dict) else value
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    P = validate_params(yaml.safe_load((root / "params.yaml").read_text()), sections=["data", "glip"])
+    counts = build_real(P.data.real, root / "data" / "real")  # what the `data` stage runs
+    torch.manual_seed(0)
+    ckpt = root / "checkpoints" / "pretrain"
+    save_pretrained(CNNBackbone(CNNConfig(channels=(8, 8, 16, 16))), ckpt / "cnn")
+    texts = ["person. cat. car.", "a red man stands beside a blue dog", "a green square", "the yellow bar"]
+    tok = train_wordpiece(texts * 4, vocab_size=80)
+    save_pretrained(TextEncoder(TextConfig(vocab_size=tok.get_vocab_size(), hidden_size=16, num_layers=2,
+                                           num_heads=2, intermediate_size=32), tok), ckpt / "text")  # fmt: skip
+    return root, P.glip, counts
+
+
+def test_coco_is_renumbered_split_base_novel_and_letterboxed(project):
+    root, p, counts = project
+    assert counts["coco_instances"] == {"val2017": 3, "train2017": 6}
+    test = open_split(p, root / "data" / "real", "det", "test")
+    assert category_names(test) == ["person", "car", "cat"]  # COCO id order 1, 3, 17, labels 0..2
+    assert (test.meta["base_category_ids"], test.meta["novel_category_ids"]) == ([0, 1], [2])
+    r = test.records[1]  # 112 x 80: scaled by 64/112, 9 px of padding above and below
+    assert r.image == 1 and r.labels == (0, 1, 2) and (r.width, r.height) == (SIZE, SIZE)
+    lb = Letterbox.fit(112, 80, SIZE)
+    np.testing.assert_allclose(r.boxes[2], lb.to_input([(64, 20, 88, 50)])[0])
+    pixels = split_pixels(test, [1])
+    assert pixels.shape == (1, SIZE, SIZE, 3)
+    x, y = (int(v) for v in lb.to_input([(76, 35, 76, 35)])[0][:2])  # the cat's centre: green
+    assert pixels[0, y, x, 1] > 100 and pixels[0, y, x, [0, 2]].max() < 60  # PIL green: (0, 128, 0)
+    assert tuple(pixels[0, 2, 30]) == (124, 116, 104)  # the padding
+    with pytest.raises(DatasetError, match=r"novel_categories names \['zebra'\]"):
+        open_split(p.model_copy(update={"real": p.real.model_copy(update={"novel_categories": ("zebra",)})}),
+                   root / "data" / "real", "det", "test")
+    with pytest.raises(DatasetError, match=r"coco_instances/train2014: missing.*coco_instances_train"):
+        open_split(p.model_copy(update={"real": p.real.model_copy(update={"det_train": "train2014"})}),
+                   root / "data" / "real", "det", "train")
+
+
+def test_run_student_and_transfer_in_the_paper_profile(project, monkeypatch, capsys):
+    root, _, _ = project
+    from vlrepro.glip.__main__ import main
+
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("VLREPRO_PARAMS", raising=False)
+    assert main(["run", "--variant", "deep_gold", "--seed", "0"]) == 0
+    doc = json.loads((root / "reports" / "metrics" / "glip" / "deep_gold-0.json").read_text())["metrics"]
+    assert set(doc) >= {"det", "det_untrained", "det_shuffled", "flickr"} and "det_rich" not in doc
+    assert set(doc["det"]) == {"all", "base", "novel"} and doc["flickr"]["R@1"] >= 0
+    run = json.loads((root / "reports" / "runs" / "glip" / "deep_gold-0" / "run.json").read_text())
+    assert [len(e["truth"]) for e in run["examples"]] == [2, 3]  # in input pixels, with their class names
+    assert run["examples"][1]["truth"][2]["name"] == "cat"
+    assert main(["run", "--variant", "student", "--seed", "0"]) == 0  # captions boxed by the deep_gold run
+    assert (root / "reports" / "metrics" / "glip" / "student-0.json").is_file()
+    assert main(["transfer", "--seed", "0"]) == 2
+    assert "needs ODinW, which has no adapter yet" in capsys.readouterr().err
+
+
+def test_two_instances_files_of_one_subset_are_refused(tmp_path):
+    from vlrepro.data.real.config import RealDataConfig
+
+    path = _instances(tmp_path, "val2017", 1, 1)
+    with pytest.raises(DatasetError, match="both instances_val2017.json"):
+        build_real(RealDataConfig(coco_instances=path, coco_instances_train=path, coco_images=tmp_path), tmp_path / "r")

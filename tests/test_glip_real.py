@@ -30,8 +30,9 @@ CATEGORIES = [{"id": 1, "name": "person"}, {"id": 17, "name": "cat"}, {"id": 3, 
 FILL = {1: "red", 17: "green", 3: "blue"}
 
 
-def _instances(root: Path, subset: str, n: int, first_id: int) -> Path:
-    """``instances_<subset>.json`` over ``n`` JPEGs of two or three objects each (a crowd region in the first)."""
+def _instances(root: Path, subset: str, n: int, first_id: int, json_name: str | None = None) -> Path:
+    """``instances_<subset>.json`` (or ``json_name``) in ``root`` over ``n`` JPEGs in ``root/subset``, two or three
+    objects each."""
     images, anns = [], []
     for k in range(n):
         image_id, w, h = first_id + k, 96 + 16 * (k % 3), 80
@@ -46,7 +47,7 @@ def _instances(root: Path, subset: str, n: int, first_id: int) -> Path:
         (root / subset).mkdir(parents=True, exist_ok=True)
         im.save(root / subset / name, quality=90)
         images.append({"id": image_id, "file_name": name, "width": w, "height": h})
-    path = root / f"instances_{subset}.json"
+    path = root / (json_name or f"instances_{subset}.json")
     path.write_text(json.dumps({"images": images, "annotations": anns, "categories": CATEGORIES}))
     return path
 
@@ -58,13 +59,17 @@ def write_fixture(root: Path) -> dict[str, str]:
     flickr_images.mkdir()
     flickr = _flickr(root / "flickr30k_entities", flickr_images)
     vg = _vg(root / "vg")
+    odinw = root / "odinw" / "Aquarium"  # one ODinW dataset: its splits' COCO JSONs beside their images
+    for split, n, name in (("train", 4, "annotations_without_background.json"), ("test", 2, "_annotations.coco.json")):
+        json_path = _instances(odinw, split, n, 500 + 10 * n)
+        json_path.rename(odinw / split / name)
     karpathy = {"images": [{"filepath": "train2017", "filename": f"{k:012d}.jpg", "imgid": k, "split": "train",
                             "cocoid": k, "sentences": [{"raw": "a red person next to a blue car", "tokens": []}]}
                            for k in range(1, 7)]}  # fmt: skip
     (root / "dataset_coco.json").write_text(json.dumps(karpathy))
     return {"coco_instances": str(val), "coco_instances_train": str(train), "coco_images": str(coco),
             "flickr30k_entities": str(flickr), "flickr30k_images": str(flickr_images), "visual_genome": str(vg),
-            "coco_karpathy": str(root / "dataset_coco.json")}  # fmt: skip
+            "coco_karpathy": str(root / "dataset_coco.json"), "odinw": str(odinw)}  # fmt: skip
 
 
 TINY = {
@@ -72,6 +77,7 @@ TINY = {
     "model": {"dim": 16, "align_dim": 16, "num_heads": 2},
     "train": {"steps": 2, "batch_size": 4, "warmup_steps": 0, "eval_every": 1, "curve_images": 2},
     "pseudo": {"images": 4, "threshold": 0.01},
+    "transfer": {"shots": [1], "steps": 2, "batch_size": 2},
     "examples": 2,
 }  # fmt: skip
 
@@ -123,7 +129,7 @@ def test_coco_is_renumbered_split_base_novel_and_letterboxed(project):
                    root / "data" / "real", "det", "train")
 
 
-def test_run_student_and_transfer_in_the_paper_profile(project, monkeypatch, capsys):
+def test_run_student_and_transfer_in_the_paper_profile(project, monkeypatch):
     root, _, _ = project
     from vlrepro.glip.__main__ import main
 
@@ -138,8 +144,10 @@ def test_run_student_and_transfer_in_the_paper_profile(project, monkeypatch, cap
     assert run["examples"][1]["truth"][2]["name"] == "cat"
     assert main(["run", "--variant", "student", "--seed", "0"]) == 0  # captions boxed by the deep_gold run
     assert (root / "reports" / "metrics" / "glip" / "student-0.json").is_file()
-    assert main(["transfer", "--seed", "0"]) == 2
-    assert "needs ODinW, which has no adapter yet" in capsys.readouterr().err
+    assert main(["transfer", "--seed", "0"]) == 0  # k-shot on the ODinW dataset, both ways
+    for mode in ("fine_tuning", "prompt_tuning"):
+        odinw = json.loads((root / "reports" / "metrics" / "glip" / f"{mode}-0.json").read_text())["metrics"]["odinw"]
+        assert set(odinw) == {"zero_shot", "k1"} and odinw["k1"]["AP"] >= -1
 
 
 def test_two_instances_files_of_one_subset_are_refused(tmp_path):
@@ -148,3 +156,11 @@ def test_two_instances_files_of_one_subset_are_refused(tmp_path):
     path = _instances(tmp_path, "val2017", 1, 1)
     with pytest.raises(DatasetError, match="both instances_val2017.json"):
         build_real(RealDataConfig(coco_instances=path, coco_instances_train=path, coco_images=tmp_path), tmp_path / "r")
+
+
+def test_odinw_splits_need_their_annotations(tmp_path):
+    from vlrepro.data.real.odinw import load_odinw
+
+    _instances(tmp_path, "train", 1, 1, json_name="train/_annotations.coco.json")
+    with pytest.raises(DatasetError, match=r"test/annotations_without_background\.json: missing; expected the test"):
+        load_odinw(tmp_path)

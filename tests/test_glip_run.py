@@ -194,9 +194,10 @@ def test_pseudo_labels_keep_confident_boxes_per_phrase(tok):
 
 
 def test_real_source_stops_naming_what_is_missing(tmp_path):
+    from vlrepro.data.real.errors import DatasetError
     from vlrepro.glip.run import train_and_evaluate
 
-    with pytest.raises(NotImplementedError, match="coco_instances.*flickr30k_entities"):
+    with pytest.raises(DatasetError, match=r"coco_instances/val2017: missing.*data\.real\.coco_instances"):
         train_and_evaluate(GLIPParams(source="real"), "deep", 0, tmp_path, tmp_path)
 
 

@@ -35,6 +35,7 @@ IMAGE_ROOT_KEYS = {
     "refcoco": "coco_train2014", "refcoco+": "coco_train2014", "refcocog": "coco_train2014",
     "refclef": "saiapr", "flickr30k_entities": "flickr30k_images", "visual_genome": "visual_genome",
     "cub": "cub", "coco_karpathy": "coco_images", "coco_instances": "coco_images", "web_captions": "web_images",
+    "odinw": "odinw",
 }  # fmt: skip
 
 SHOW_MISSING = 5  # paths listed in the error for missing images

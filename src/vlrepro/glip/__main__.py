@@ -9,8 +9,8 @@ A run writes
   transfer runs).
 
 ``python -m vlrepro.glip transfer --seed 0`` (stage ``glip_transfer@<seed>``) transfers that seed's
-``transfer.start`` run to world odinw, k-shot, by full fine-tuning and by prompt tuning
-(``vlrepro.glip.transfer``), and writes ``reports/metrics/glip/{fine_tuning,prompt_tuning}-<seed>.json``.
+``transfer.start`` run to odinw (the world's, or one real ODinW dataset), k-shot, by full fine-tuning and by
+prompt tuning (``vlrepro.glip.transfer``), and writes ``reports/metrics/glip/{fine_tuning,prompt_tuning}-<seed>.json``.
 """
 
 from __future__ import annotations
@@ -104,11 +104,6 @@ def _main(argv: list[str] | None) -> int:
     torch.set_num_threads(1)  # as the SMCIM runs: two single-thread runs at once use both cores best
     root = params_file.parent
     if args.command == "transfer":
-        if p.source == "real":
-            print("error: glip.source = real: the odinw transfer needs ODinW, which has no adapter yet (its 13 sets "
-                  "are COCO-format JSONs per dataset); run the glip and glip_student stages, or source: world",
-                  file=sys.stderr)  # fmt: skip
-            return 2
         return _transfer(p, args.seed, root)
     name = f"{args.variant}-{args.seed}"
     teacher = root / RUNS_DIR / f"{v.pseudo.teacher}-{args.seed}" if "captions" in v.train.sets else None
@@ -129,17 +124,16 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _transfer(p, seed: int, root: Path) -> int:
-    from vlrepro.data.records import load_split
-    from vlrepro.glip.run import load_run, loss_fn
+    from vlrepro.glip.run import load_run, loss_fn, open_split
     from vlrepro.glip.transfer import transfer_all
 
     start = p.transfer.start
     v = p.variant(start)
+    data = root / "data" / p.source  # the world's odinw, or one real ODinW dataset (data.real.odinw)
+    train, test = open_split(p, data, "odinw", "train"), open_split(p, data, "odinw", "test")  # files checked first
     model, tokenizer = load_run(p, start, root / RUNS_DIR / f"{start}-{seed}", root / "checkpoints" / "pretrain")
-    odinw = root / "data" / "world" / "odinw"
     t0 = time.perf_counter()
-    out = transfer_all(model, tokenizer, p, load_split(odinw / "train"), load_split(odinw / "test"), seed, loss_fn(v),
-                       v.train.max_prompt_tokens)  # fmt: skip
+    out = transfer_all(model, tokenizer, p, train, test, seed, loss_fn(v), v.train.max_prompt_tokens)
     seconds = time.perf_counter() - t0
     for mode in MODES:
         metrics = {"odinw": {"zero_shot": out["zero_shot"], **{f"k{k}": out[f"k{k}"][mode] for k in p.transfer.shots}},

@@ -111,7 +111,7 @@ class RealParams(Section):
 class GLIPParams(Section):
     source: Literal["world", "real"] = Field(
         "world", description="world: embedded benchmark; real: data/real's COCO instances, Flickr30k Entities, "
-        "Visual Genome and COCO captions (vlrepro.glip.real; no ODinW yet)"
+        "Visual Genome, COCO captions and one ODinW dataset (vlrepro.glip.real)"
     )  # fmt: skip
     real: RealParams = RealParams()
     text: Literal["world"] = Field("world", description="the pretrain stage's BERT, frozen (GLIP fine-tunes BERT-base)")

@@ -102,6 +102,8 @@ def detection_ap(
     out = {}
     with tempfile.TemporaryDirectory(prefix="glip_ap_") as tmp:
         for group, cats in groups.items():
+            if not len(cats):  # e.g. no novel class in a real ODinW set: nothing to score
+                continue
             path = Path(tmp) / f"{group}.json"
             path.write_text(json.dumps(coco_ground_truth(split, cats, ids)))
             wanted = set(cats)

@@ -1,5 +1,6 @@
 """GLIP on real data (``glip.source: real``, the ``paper`` profile): COCO detection, Flickr30k Entities and
-Visual Genome grounding, COCO captions for the student, each as a split GLIP's code reads like the world's.
+Visual Genome grounding, COCO captions for the student, one ODinW dataset for the transfer, each as a split
+GLIP's code reads like the world's.
 
 ``open_split`` opens the `data` stage's conversion (every image file checked first; a missing set names its
 ``data.real`` key) and re-expresses it:
@@ -7,10 +8,11 @@ Visual Genome grounding, COCO captions for the student, each as a split GLIP's c
 - every image is letterboxed to ``glip.real.image_size`` (``vlrepro.data.images``): boxes are mapped into
   those input pixels, ``Record.image`` is the image's number and width = height = the input size, and
   ``meta["files"]`` keeps each number's file and size, which ``vlrepro.glip.data.split_pixels`` reads;
-- detection (COCO instances): the categories are renumbered 0..C-1 in COCO id order (the code indexes class
-  names by label), and ``glip.real.novel_categories`` (default: the 17 novel classes of the open-vocabulary
-  COCO split) are the novel classes, every other class base. Training prompts name base classes only, so
-  the novel objects of the training images stay unlabelled background, as in the world's det/train.
+- detection (COCO instances, and ODinW with every class base): the categories are renumbered 0..C-1 in
+  COCO id order (the code indexes class names by label), and ``glip.real.novel_categories`` (default: the
+  17 novel classes of the open-vocabulary COCO split) are the novel classes, every other class base.
+  Training prompts name base classes only, so the novel objects of the training images stay unlabelled
+  background, as in the world's det/train.
 
 Evaluation runs in input pixels. IoU is the same there as in the original pixels (one scale for x and y, up
 to rounding), and so are AP and R@k; COCO's small/medium/large areas are measured in input pixels. Crowd
@@ -38,6 +40,7 @@ REAL_SETS = {
     "flickr": ("flickr30k_entities", "flickr30k_entities and flickr30k_images"),
     "vg": ("visual_genome", "visual_genome"),
     "captions": ("coco_karpathy", "coco_karpathy and coco_images"),
+    "odinw": ("odinw", "odinw"),  # the transfer's new domain: every class base
 }
 
 
@@ -51,8 +54,8 @@ def open_split(p: GLIPParams, data_dir: Path, name: str, split: str) -> Split:
     subset = {"train": p.real.det_train, "test": p.real.det_test}[split] if name == "det" else split
     path = Path(data_dir) / folder / subset
     out = open_real_split(path, f"glip.source = real reads {name} {split}", keys)
-    if name == "det":
-        out = detection_split(out, p.real.novel_categories, str(path))
+    if name in ("det", "odinw"):
+        out = detection_split(out, p.real.novel_categories if name == "det" else (), str(path))
     return letterboxed(out, p.real.image_size, str(path))
 
 

@@ -165,18 +165,20 @@ def train_and_evaluate(
     t0 = time.perf_counter()
     v = p.variant(variant)
     data_dir = Path(data_dir)
+    # every split first: a missing dataset or image stops the run before any compute
+    det_test, flickr_test = open_split(p, data_dir, "det", "test"), open_split(p, data_dir, "flickr", "test")
+    splits = [open_split(p, data_dir, s, "train") for s in v.train.sets if s != "captions"]
+    captions = open_split(p, data_dir, "captions", "train") if "captions" in v.train.sets else None
     torch.manual_seed(seed)
     model, tokenizer = build_model(v, pretrain_dir)
     max_len = v.train.max_prompt_tokens
-    det_test, flickr_test = open_split(p, data_dir, "det", "test"), open_split(p, data_dir, "flickr", "test")
     untrained = detection_ap(model, det_test, tokenizer, v.eval, max_len)
-    splits = [open_split(p, data_dir, s, "train") for s in v.train.sets if s != "captions"]
-    if "captions" in v.train.sets:
+    if captions is not None:
         if teacher_dir is None:
             raise ValueError(f"glip variant {variant!r} trains on pseudo-labelled captions: give teacher_dir")
         teacher, _ = load_run(p, v.pseudo.teacher, teacher_dir, pretrain_dir)
-        captions = first_captions(open_split(p, data_dir, "captions", "train"), v.pseudo.images)
-        splits.append(pseudo_label(teacher, captions, tokenizer, max_len, v.pseudo.threshold))
+        splits.append(pseudo_label(teacher, first_captions(captions, v.pseudo.images), tokenizer, max_len,
+                                   v.pseudo.threshold))  # fmt: skip
     train = GroundingSamples(splits, tokenizer, max_len, v.train.detection_share)
     curve_images = sorted({int(r.image) for r in det_test.records})[: v.train.curve_images]
 

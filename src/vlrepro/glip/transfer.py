@@ -1,8 +1,9 @@
 """Few-shot transfer of a trained GLIP to a new domain: full fine-tuning versus prompt tuning.
 
-The world's ``odinw`` set plays ODinW: the 12 classes in a shifted domain (other textures, a darker
-palette), a few training images per class. Both ways start from the same trained model and train on the
-first images that give every class at least ``k`` boxes, with the prompt of all the split's classes:
+The world's ``odinw`` set plays ODinW (with ``glip.source: real``, one ODinW dataset: ``vlrepro.glip.real``):
+the 12 classes in a shifted domain (other textures, a darker palette), a few training images per class.
+Both ways start from the same trained model and train on the first images that give every class at least
+``k`` boxes, with the prompt of all the split's classes:
 
 - ``fine_tuning``: what the run trained (the head, and the CNN when ``train.cnn_lr`` > 0, at the run's ratio of
   the two learning rates);
@@ -21,7 +22,7 @@ import torch
 
 from vlrepro.data.records import Split
 from vlrepro.glip.config import GLIPParams
-from vlrepro.glip.data import GroundingSamples, category_names
+from vlrepro.glip.data import GroundingSamples, category_names, split_pixels
 from vlrepro.glip.evaluate import detection_ap
 from vlrepro.glip.model import GLIP
 from vlrepro.glip.prompts import join_classes
@@ -54,7 +55,7 @@ class FixedPrompt(GroundingSamples):
         names = category_names(split)
         prompt = join_classes(names, range(len(names)))
         spans = [[prompt.spans[int(c)]] for c in record.labels]
-        image = images_to_tensor(split.images[int(record.image)].copy())
+        image = images_to_tensor(split_pixels(split, [int(record.image)])[0])
         return image, prompt.text, torch.tensor(record.boxes, dtype=torch.float32).reshape(-1, 4), spans
 
 

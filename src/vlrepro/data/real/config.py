@@ -26,6 +26,8 @@ class RealDataConfig(Section):
     coco_instances_train: Path | None = Field(None, description="COCO instances_*.json to train detection on "
                                               "(GLIP; e.g. instances_train2017.json)")
     visual_genome: Path | None = Field(None, description="Visual Genome root (region_descriptions.json, ...)")
+    odinw: Path | None = Field(None, description="one ODinW dataset's folder (e.g. odinw/AerialMaritimeDrone/large) "
+                               "holding train/ and test/, each a COCO JSON and its images (GLIP's transfer)")
     web_captions: Path | None = Field(None, description="web image-text pairs for BLIP, a JSON list of {image, "
                                       "caption} (BLIP's pre-training annotation format)")
     web_images: Path | None = Field(None, description="the folder the web_captions image paths start from "

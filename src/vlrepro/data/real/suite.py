@@ -11,6 +11,7 @@ from vlrepro.data.real.config import RealDataConfig
 from vlrepro.data.real.cub import cub_from_config
 from vlrepro.data.real.errors import README_HINT, DatasetError
 from vlrepro.data.real.flickr30k import flickr30k_entities_from_config
+from vlrepro.data.real.odinw import odinw_from_config
 from vlrepro.data.real.refer import refer_from_config
 from vlrepro.data.real.visual_genome import visual_genome_from_config
 from vlrepro.data.real.web_captions import web_captions_from_config
@@ -55,6 +56,8 @@ def configured_datasets(cfg: RealDataConfig) -> dict[str, Callable[[], dict[str,
         jobs["cub"] = lambda: cub_from_config(cfg)
     if cfg.coco_karpathy is not None:
         jobs["coco_karpathy"] = lambda: coco_karpathy_from_config(cfg)
+    if cfg.odinw is not None:
+        jobs["odinw"] = lambda: odinw_from_config(cfg)
     if cfg.web_captions is not None:
         jobs["web_captions"] = lambda: web_captions_from_config(cfg)
     instances = [k for k in ("coco_instances", "coco_instances_train") if getattr(cfg, k) is not None]

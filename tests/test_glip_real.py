@@ -1,10 +1,12 @@
 """GLIP on real data (glip.source: real, the paper profile), end to end on a fixture the test writes: JPEG files,
 COCO instances files (train and val), Flickr30k Entities, Visual Genome and Karpathy's captions, converted by the
-`data` stage's function; then a GLIP-T(C) run and its student through their command with a tiny model."""
+`data` stage's function; then a GLIP-T(C) run, its student and the ODinW transfer through their command with a
+tiny model, and the stage's notebook over those runs."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from vlrepro.glip.real import open_split
 from vlrepro.models import save_pretrained
 from vlrepro.models.backbones import CNNBackbone, CNNConfig
 from vlrepro.models.text import TextConfig, TextEncoder, train_wordpiece
+from vlrepro.stage import run_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 64
@@ -148,6 +151,11 @@ def test_run_student_and_transfer_in_the_paper_profile(project, monkeypatch):
     for mode in ("fine_tuning", "prompt_tuning"):
         odinw = json.loads((root / "reports" / "metrics" / "glip" / f"{mode}-0.json").read_text())["metrics"]["odinw"]
         assert set(odinw) == {"zero_shot", "k1"} and odinw["k1"]["AP"] >= -1
+    # the stage's notebook reads these runs and draws the examples on COCO's letterboxed images
+    (root / "notebooks").mkdir(exist_ok=True)
+    shutil.copy(ROOT / "notebooks" / "40_glip.ipynb", root / "notebooks")
+    assert run_notebook("40_glip", root, root / "params.yaml").is_file()
+    assert (root / "reports" / "figures" / "glip_examples.png").is_file()
 
 
 def test_two_instances_files_of_one_subset_are_refused(tmp_path):

@@ -33,9 +33,10 @@ CATEGORIES = [{"id": 1, "name": "person"}, {"id": 17, "name": "cat"}, {"id": 3, 
 FILL = {1: "red", 17: "green", 3: "blue"}
 
 
-def _instances(root: Path, subset: str, n: int, first_id: int, json_name: str | None = None) -> Path:
+def _instances(root: Path, subset: str, n: int, first_id: int, json_name: str | None = None,
+               categories: list[dict] = CATEGORIES, crowd: bool = False) -> Path:  # fmt: skip
     """``instances_<subset>.json`` (or ``json_name``) in ``root`` over ``n`` JPEGs in ``root/subset``, two or three
-    objects each."""
+    objects each (and, with ``crowd``, a crowd region of persons in the first image)."""
     images, anns = [], []
     for k in range(n):
         image_id, w, h = first_id + k, 96 + 16 * (k % 3), 80
@@ -47,25 +48,28 @@ def _instances(root: Path, subset: str, n: int, first_id: int, json_name: str | 
             draw.rectangle([box[0], box[1], box[0] + box[2], box[1] + box[3]], fill=FILL[cat])
             anns.append({"id": len(anns) + 1 + 1000 * first_id, "image_id": image_id, "category_id": cat, "bbox": box,
                          "area": box[2] * box[3], "iscrowd": 0, "segmentation": []})  # fmt: skip
+        if crowd and k == 0:
+            anns.append({"id": 999 + 1000 * first_id, "image_id": image_id, "category_id": 1, "bbox": [60, 40, 30, 30],
+                         "area": 900, "iscrowd": 1, "segmentation": []})  # fmt: skip
         (root / subset).mkdir(parents=True, exist_ok=True)
         im.save(root / subset / name, quality=90)
         images.append({"id": image_id, "file_name": name, "width": w, "height": h})
     path = root / (json_name or f"instances_{subset}.json")
-    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": CATEGORIES}))
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": categories}))
     return path
 
 
 def write_fixture(root: Path) -> dict[str, str]:
     coco = root / "coco"
-    train, val = _instances(coco, "train2017", 6, 1), _instances(coco, "val2017", 3, 100)
+    train, val = _instances(coco, "train2017", 6, 1), _instances(coco, "val2017", 3, 100, crowd=True)
     flickr_images = root / "flickr30k-images"
     flickr_images.mkdir()
     flickr = _flickr(root / "flickr30k_entities", flickr_images)
     vg = _vg(root / "vg")
-    odinw = root / "odinw" / "Aquarium"  # one ODinW dataset: its splits' COCO JSONs beside their images
-    for split, n, name in (("train", 4, "annotations_without_background.json"), ("test", 2, "_annotations.coco.json")):
-        json_path = _instances(odinw, split, n, 500 + 10 * n)
-        json_path.rename(odinw / split / name)
+    odinw = root / "odinw" / "Aquarium"  # one ODinW dataset: its splits' COCO JSONs beside their images, with
+    for split, n in (("train", 4), ("test", 2)):  # a Roboflow export's background category 0, which has no box
+        _instances(odinw, split, n, 500 + 10 * n, json_name=f"{split}/_annotations.coco.json",
+                   categories=[{"id": 0, "name": "creatures"}, *CATEGORIES])  # fmt: skip
     karpathy = {"images": [{"filepath": "train2017", "filename": f"{k:012d}.jpg", "imgid": k, "split": "train",
                             "cocoid": k, "sentences": [{"raw": "a red person next to a blue car", "tokens": []}]}
                            for k in range(1, 7)]}  # fmt: skip
@@ -132,7 +136,7 @@ def test_coco_is_renumbered_split_base_novel_and_letterboxed(project):
                    root / "data" / "real", "det", "train")
 
 
-def test_run_student_and_transfer_in_the_paper_profile(project, monkeypatch):
+def test_run_student_and_transfer_in_the_paper_profile(project, monkeypatch, capsys):
     root, _, _ = project
     from vlrepro.glip.__main__ import main
 
@@ -145,12 +149,13 @@ def test_run_student_and_transfer_in_the_paper_profile(project, monkeypatch):
     run = json.loads((root / "reports" / "runs" / "glip" / "deep_gold-0" / "run.json").read_text())
     assert [len(e["truth"]) for e in run["examples"]] == [2, 3]  # in input pixels, with their class names
     assert run["examples"][1]["truth"][2]["name"] == "cat"
-    assert main(["run", "--variant", "student", "--seed", "0"]) == 0  # captions boxed by the deep_gold run
-    assert (root / "reports" / "metrics" / "glip" / "student-0.json").is_file()
+    # the student's noun-phrase chunker knows only the world's grammar: on real captions it stops and says so
+    assert main(["run", "--variant", "student", "--seed", "0"]) == 2
+    assert "real captions need a part-of-speech chunker" in capsys.readouterr().err
     assert main(["transfer", "--seed", "0"]) == 0  # k-shot on the ODinW dataset, both ways
     for mode in ("fine_tuning", "prompt_tuning"):
         odinw = json.loads((root / "reports" / "metrics" / "glip" / f"{mode}-0.json").read_text())["metrics"]["odinw"]
-        assert set(odinw) == {"zero_shot", "k1"} and odinw["k1"]["AP"] >= -1
+        assert set(odinw) == {"zero_shot", "k1"} and {"AP", "AP50"} <= set(odinw["k1"])
     # the stage's notebook reads these runs and draws the examples on COCO's letterboxed images
     (root / "notebooks").mkdir(exist_ok=True)
     shutil.copy(ROOT / "notebooks" / "40_glip.ipynb", root / "notebooks")
@@ -172,3 +177,43 @@ def test_odinw_splits_need_their_annotations(tmp_path):
     _instances(tmp_path, "train", 1, 1, json_name="train/_annotations.coco.json")
     with pytest.raises(DatasetError, match=r"test/annotations_without_background\.json: missing; expected the test"):
         load_odinw(tmp_path)
+
+
+def test_odinw_splits_share_the_classes_that_have_boxes(project, tmp_path):
+    from vlrepro.glip.real import odinw_splits
+    from vlrepro.glip.transfer import k_shot_images
+
+    root, p, _ = project
+    train, test = odinw_splits(p, root / "data" / "real")
+    assert category_names(train) == category_names(test) == ["person", "car", "cat"]  # background 0 dropped
+    assert k_shot_images(train, 1) == [0, 1]  # the second image brings the first cat: not every image
+    (tmp_path / "odinw" / "train").mkdir(parents=True)
+    (tmp_path / "odinw" / "test").mkdir(parents=True)
+    for split in ("train", "test"):
+        src = root / "data" / "real" / "odinw" / split / "records.json"
+        doc = json.loads(src.read_text())
+        if split == "test":
+            doc["meta"]["categories"] = doc["meta"]["categories"][1:]
+        (tmp_path / "odinw" / split / "records.json").write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match="the ODinW splits list different categories"):
+        odinw_splits(p, tmp_path)
+
+
+def test_crowd_regions_are_letterboxed_and_scored_as_crowds(project):
+    from vlrepro.glip.data import coco_ground_truth
+
+    root, p, _ = project
+    test = open_split(p, root / "data" / "real", "det", "test")
+    lb = Letterbox.fit(96, 80, SIZE)
+    np.testing.assert_allclose(test.records[0].meta["crowd_boxes"][0], lb.to_input([(60, 40, 90, 70)])[0])
+    crowds = [a for a in coco_ground_truth(test, [0, 1, 2])["annotations"] if a["iscrowd"]]
+    assert len(crowds) == 1 and crowds[0]["category_id"] == 0 and crowds[0]["image_id"] == 0
+
+
+def test_a_prompt_over_the_token_budget_stops_the_run(project):
+    from vlrepro.glip.run import train_and_evaluate
+
+    root, p, _ = project
+    short = p.model_copy(update={"train": p.train.model_copy(update={"max_prompt_tokens": 4})})
+    with pytest.raises(ValueError, match="over glip.train.max_prompt_tokens = 4"):
+        train_and_evaluate(short, "deep", 0, root / "data" / "real", root / "checkpoints" / "pretrain")

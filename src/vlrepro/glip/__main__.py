@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return _main(argv)
-    except DatasetError as e:  # a real dataset's split or image missing or broken: say which, no traceback
+    except (DatasetError, NotImplementedError) as e:  # a real dataset missing or broken, or a path not built
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -129,8 +129,13 @@ def _transfer(p, seed: int, root: Path) -> int:
 
     start = p.transfer.start
     v = p.variant(start)
-    data = root / "data" / p.source  # the world's odinw, or one real ODinW dataset (data.real.odinw)
-    train, test = open_split(p, data, "odinw", "train"), open_split(p, data, "odinw", "test")  # files checked first
+    if p.source == "real":  # one real ODinW dataset (data.real.odinw), its two splits' classes reconciled
+        from vlrepro.glip.real import odinw_splits
+
+        train, test = odinw_splits(p, root / "data" / "real")
+    else:
+        train, test = open_split(p, root / "data" / "world", "odinw", "train"), open_split(
+            p, root / "data" / "world", "odinw", "test")
     model, tokenizer = load_run(p, start, root / RUNS_DIR / f"{start}-{seed}", root / "checkpoints" / "pretrain")
     t0 = time.perf_counter()
     out = transfer_all(model, tokenizer, p, train, test, seed, loss_fn(v), v.train.max_prompt_tokens)

@@ -85,6 +85,7 @@ class EvalParams(Section):
     score_threshold: float = Field(0.05, ge=0, lt=1, description="detections below this score are dropped")
     nms_iou: float = Field(0.6, gt=0, le=1, description="per-class NMS IoU (GLIP: 0.6)")
     max_detections: int = Field(100, ge=1, description="per image (COCO: 100)")
+    batch_size: int = Field(64, ge=1, description="images per forward pass in detection and grounding evaluation")
     rich_prompts: dict[str, str] | None = Field(
         None, description="class name -> a richer prompt for it (card claim 5, manual prompt engineering): "
         "det_rich scores the det/test prompt with these instead of the names; null or {} = not evaluated"
@@ -104,7 +105,8 @@ class RealParams(Section):
     det_train: str = Field("train2017", description="data/real/coco_instances subset trained on (base classes)")
     det_test: str = Field("val2017", description="data/real/coco_instances subset scored (base and novel)")
     novel_categories: tuple[str, ...] = Field(
-        OV_COCO_NOVEL, description="COCO classes held out of detection training; every other class is base"
+        OV_COCO_NOVEL, min_length=1, description="COCO classes held out of detection training; every other class "
+        "is base (at least one: the novel AP and its learning curve need it)"
     )  # fmt: skip
 
 

@@ -36,9 +36,9 @@ def split_pixels(split: Split, images: Sequence[int]) -> np.ndarray:
     if split.images is not None:
         return np.asarray(split.images)[list(images)]
     files, size = split.meta["files"], split.meta["image_size"]
-    return np.stack([load_image(split.meta, Record(image_id=str(i), image=files[i]["image"], width=files[i]["width"],
-                                                   height=files[i]["height"]), size, split.meta["where"])[0]
-                     for i in images])  # fmt: skip
+    return np.stack([load_image(split.meta, Record(image_id=files[i]["image"], image=files[i]["image"],
+                                                   width=files[i]["width"], height=files[i]["height"]), size,
+                                    split.meta["where"])[0] for i in images])  # fmt: skip
 
 
 def category_names(split: Split) -> list[str]:
@@ -127,6 +127,12 @@ def coco_ground_truth(split: Split, category_ids: Sequence[int], images: Sequenc
                 w, h = x2 - x1, y2 - y1
                 annotations.append({"id": len(annotations) + 1, "image_id": image, "category_id": int(c),
                                     "bbox": [x1, y1, w, h], "area": w * h, "iscrowd": 0})  # fmt: skip
+        # COCO's crowd regions (real data, letterboxed like the boxes): COCOeval ignores detections on them
+        for (x1, y1, x2, y2), c in zip(r.meta.get("crowd_boxes", ()), r.meta.get("crowd_labels", ()), strict=True):
+            if c in wanted:
+                w, h = x2 - x1, y2 - y1
+                annotations.append({"id": len(annotations) + 1, "image_id": image, "category_id": int(c),
+                                    "bbox": [x1, y1, w, h], "area": w * h, "iscrowd": 1})  # fmt: skip
     return {
         "images": [docs_images[i] for i in sorted(docs_images)],
         "annotations": annotations,

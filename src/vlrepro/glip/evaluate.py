@@ -32,8 +32,6 @@ from vlrepro.models.backbones import images_to_tensor
 from vlrepro.models.text import encode
 from vlrepro.train import evaluating
 
-CHUNK = 64  # images per forward pass in detection
-
 
 def _scores(out: GLIPOutput, maps: Tensor) -> Tensor:
     """``(B, N, C)`` ranking scores of the cells for the ``maps`` (C, L) entries of each prompt."""
@@ -95,9 +93,9 @@ def detection_ap(
     ids = sorted({int(r.image) for r in split.records}) if images is None else list(images)
     prompt = join_classes(names, range(len(names)))
     dets = []
-    for start in range(0, len(ids), CHUNK):  # a real split is read from its files a chunk at a time
-        chunk = ids[start : start + CHUNK]
-        dets += detect(model, split_pixels(split, chunk), prompt, tokenizer, p, max_len, chunk, batch=CHUNK)
+    for start in range(0, len(ids), p.batch_size):  # a real split is read from its files a chunk at a time
+        chunk = ids[start : start + p.batch_size]
+        dets += detect(model, split_pixels(split, chunk), prompt, tokenizer, p, max_len, chunk, batch=p.batch_size)
     groups = {"all": range(len(names)), "base": base_ids(split), "novel": novel_ids(split), **(groups or {})}
     out = {}
     with tempfile.TemporaryDirectory(prefix="glip_ap_") as tmp:
@@ -131,12 +129,12 @@ def phrase_boxes(
 
 def grounding_recall(
     model: GLIP, split: Split, tokenizer: Tokenizer, max_len: int, ks: Sequence[int] = (1, 5, 10),
-    nms_iou: float = 0.5,
+    nms_iou: float = 0.5, batch: int = 64,
 ) -> dict[str, float]:  # fmt: skip
-    """``{"R@1", "R@5", "R@10"}`` over every phrase of ``split``'s captions."""
+    """``{"R@1", "R@5", "R@10"}`` over every phrase of ``split``'s captions (``batch`` images a forward pass)."""
     records = [r for r in split.records if r.phrases]
     hits = {k: [] for k in ks}
-    for r, boxes, scores in phrase_boxes(model, split, records, _phrase_spans, tokenizer, max_len):
+    for r, boxes, scores in phrase_boxes(model, split, records, _phrase_spans, tokenizer, max_len, batch):
         for j, ph in enumerate(r.phrases):
             gt = torch.tensor([r.boxes[b] for b in ph.box_ids], dtype=torch.float32)
             merged = torch.cat([gt[:, :2].min(0).values, gt[:, 2:].max(0).values])[None]

@@ -12,23 +12,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
+from paper_project import paper_project
 from PIL import Image, ImageDraw
 from test_real_flickr30k import BOX, _object, write_flickr
 from test_real_vg import _region, write_vg
 from test_smcim_real import write_fixture as write_refer_fixture
 
 from vlrepro.amc.data import RegionPairs, grounding_set, open_split
-from vlrepro.config import validate_params
 from vlrepro.data.images import Letterbox
 from vlrepro.data.real.errors import DatasetError
-from vlrepro.data.real.suite import build_real
 from vlrepro.models import save_pretrained
 from vlrepro.models.backbones import ViTConfig
 from vlrepro.models.clip import CLIPConfig, DualEncoder
 from vlrepro.models.text import TextConfig, TextEncoder, train_wordpiece
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32  # the tiny ViT's input: every image is letterboxed to it
 
 # Flickr30k Entities: (image id, width, height, man's colour, dog's colour), two captions each; landscape and
@@ -101,15 +98,7 @@ def project(tmp_path_factory):
     """A scratch project: params.yaml (paper profile), data/real converted, tiny CLIP + text checkpoints."""
     root = tmp_path_factory.mktemp("amc_real")
     paths = write_fixture(root / "datasets")
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["profile"] = "paper"
-    paper = raw["profiles"]["paper"]
-    paper.setdefault("data", {})["real"] = paths
-    for key, value in TINY.items():
-        paper["amc"][key] = {**paper["amc"].get(key, {}), **value} if isinstance(value, dict) else value
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    P = validate_params(yaml.safe_load((root / "params.yaml").read_text()), sections=["data", "amc"])
-    build_real(P.data.real, root / "data" / "real")  # what the `data` stage runs
+    P, _ = paper_project(root, "amc", paths, TINY)
     torch.manual_seed(0)
     texts = ["a red man", "a blue dog", "the dog sits", "a green square", "the yellow bar", "red thing on the left"]
     tok = train_wordpiece(texts * 4, vocab_size=80)

@@ -12,15 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
+from paper_project import paper_project
 from PIL import Image
 
 from vlrepro.blip.data import open_split, training_images, web_images, web_records
 from vlrepro.blip.run import CaptionSet, itm_negatives
-from vlrepro.config import validate_params
 from vlrepro.data.images import Letterbox
 from vlrepro.data.real.errors import DatasetError
-from vlrepro.data.real.suite import build_real
 from vlrepro.models import load_pretrained, save_pretrained
 from vlrepro.models.backbones import ViTConfig
 from vlrepro.models.clip import CLIPConfig, DualEncoder
@@ -73,15 +71,7 @@ def project(tmp_path_factory):
     """A scratch project: params.yaml (paper profile), data/real converted, a tiny CLIP checkpoint."""
     root = tmp_path_factory.mktemp("blip_real")
     paths = write_fixture(root / "datasets")
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["profile"] = "paper"
-    paper = raw["profiles"]["paper"]
-    paper.setdefault("data", {})["real"] = paths
-    for key, value in TINY.items():
-        paper["blip"][key] = {**paper["blip"].get(key, {}), **value} if isinstance(value, dict) else value
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    P = validate_params(yaml.safe_load((root / "params.yaml").read_text()), sections=["data", "blip"])
-    build_real(P.data.real, root / "data" / "real")  # what the `data` stage runs
+    P, _ = paper_project(root, "blip", paths, TINY)
     torch.manual_seed(0)
     texts = [f"{a} {c} {n}" for a in ("a", "the", "a plain") for c in COLOURS for n in ("square", "photo", "picture")]
     tok = train_wordpiece(texts * 3, vocab_size=80)

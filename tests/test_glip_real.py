@@ -12,14 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
+from paper_project import paper_project
 from PIL import Image, ImageDraw
 from test_amc_real import _flickr, _vg
 
-from vlrepro.config import validate_params
 from vlrepro.data.images import Letterbox
 from vlrepro.data.real.errors import DatasetError
-from vlrepro.data.real.suite import build_real
 from vlrepro.glip.data import category_names, split_pixels
 from vlrepro.glip.real import open_split
 from vlrepro.models import save_pretrained
@@ -94,15 +92,7 @@ def project(tmp_path_factory):
     """A scratch project: params.yaml (paper profile), data/real converted, tiny CNN and text checkpoints."""
     root = tmp_path_factory.mktemp("glip_real")
     paths = write_fixture(root / "datasets")
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["profile"] = "paper"
-    paper = raw["profiles"]["paper"]
-    paper.setdefault("data", {})["real"] = paths
-    for key, value in TINY.items():
-        paper["glip"][key] = {**paper["glip"].get(key, {}), **value} if isinstance(value, dict) else value
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    P = validate_params(yaml.safe_load((root / "params.yaml").read_text()), sections=["data", "glip"])
-    counts = build_real(P.data.real, root / "data" / "real")  # what the `data` stage runs
+    P, counts = paper_project(root, "glip", paths, TINY)
     torch.manual_seed(0)
     ckpt = root / "checkpoints" / "pretrain"
     save_pretrained(CNNBackbone(CNNConfig(channels=(8, 8, 16, 16))), ckpt / "cnn")
@@ -165,6 +155,7 @@ def test_run_student_and_transfer_in_the_paper_profile(project, monkeypatch, cap
 
 def test_two_instances_files_of_one_subset_are_refused(tmp_path):
     from vlrepro.data.real.config import RealDataConfig
+    from vlrepro.data.real.suite import build_real
 
     path = _instances(tmp_path, "val2017", 1, 1)
     with pytest.raises(DatasetError, match="both instances_val2017.json"):

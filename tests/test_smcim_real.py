@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from paper_project import write_paper_params
 from PIL import Image, ImageDraw
 from test_real_refer import _ref, write_refer
 
@@ -76,14 +77,7 @@ TINY = {  # the paper profile with a tiny model and a few steps, as profiles.smo
 
 def scratch_params(root: Path, refer: Path, images: Path, smcim: dict | None = None) -> Path:
     """The repository's params.yaml in the paper profile, pointed at the fixture, SMCIM shrunk."""
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["profile"] = "paper"
-    paper = raw["profiles"]["paper"]
-    paper.setdefault("data", {})["real"] = {"refer": str(refer), "coco_train2014": str(images)}
-    for key, value in (smcim or TINY).items():
-        paper["smcim"][key] = {**paper["smcim"].get(key, {}), **value} if isinstance(value, dict) else value
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    return root / "params.yaml"
+    return write_paper_params(root, "smcim", {"refer": str(refer), "coco_train2014": str(images)}, smcim or TINY)
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,6 @@ from vlrepro.smcim import features
 from vlrepro.smcim.model import SMCIMOutput
 from vlrepro.smcim.real import RealImageExpressions, normalised_to_original, random_object_acc, real_split
 
-ROOT = Path(__file__).resolve().parents[1]
-
 # (id, width, height): landscape, portrait and square images, so that a letterbox bug shows in the boxes
 SIZES = [(1, 160, 120), (2, 120, 160), (3, 200, 100), (4, 90, 150), (5, 128, 128), (6, 150, 100), (7, 100, 140)]
 COLOURS = ["red", "blue", "green"]

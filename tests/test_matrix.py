@@ -101,6 +101,33 @@ def test_a_run_whose_dependencies_changed_meanwhile_is_not_recorded(tmp_path):
     assert "runs@a" in sh("dvc", "status", "runs@a", cwd=tmp_path, env=env).stdout
 
 
+def test_an_edit_to_params_the_run_does_not_read_leaves_it_recorded(tmp_path):
+    env = project(tmp_path, ["a", "b"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"runs": {"x": 1}, "other": {"y": 1}}))
+    stages = yaml.safe_load((tmp_path / "dvc.yaml").read_text())
+    stages["stages"]["runs"]["params"] = ["runs"]
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(stages, sort_keys=False))
+    sh("dvc", "repro", "prep", cwd=tmp_path, env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "vlrepro.matrix", "--jobs", "1"], cwd=tmp_path, env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    log = tmp_path / ".dvc" / "tmp" / "matrix" / "runs@a.log"
+    for _ in range(200):  # until the first run has started
+        if log.exists():
+            break
+        time.sleep(0.05)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"runs": {"x": 1}, "other": {"y": 2}}))  # not its key
+    log = tmp_path / ".dvc" / "tmp" / "matrix" / "runs@b.log"
+    for _ in range(200):  # until the second run has started: now edit a key it reads
+        if log.exists():
+            break
+        time.sleep(0.05)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"runs": {"x": 2}, "other": {"y": 2}}))
+    out, err = proc.communicate(timeout=120)
+    assert "runs@a: its dependencies changed" not in out and "runs@b: its dependencies changed while it ran" in out
+    recorded = yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"]
+    assert "runs@a" in recorded and "runs@b" not in recorded
+
+
 def test_a_removed_runs_outputs_are_removed_and_nothing_else(tmp_path):
     env = project(tmp_path, ["a", "b"])
     sh(sys.executable, "-m", "vlrepro.matrix", cwd=tmp_path, env=env)

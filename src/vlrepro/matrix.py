@@ -16,7 +16,8 @@ fast as one after another. This runner
    with a hundred stages: it runs beside the next runs rather than between them, at most once a minute,
    and records every run that finished meanwhile in one call (runs of seconds, as in the smoke profile,
    would otherwise leave a core to DVC). A run whose dependencies changed while it ran (an edit to the
-   code or params.yaml) is not recorded: dvc.lock would claim the new code produced it.
+   code it depends on, or to a params.yaml key it reads; other sections may change) is not recorded: dvc.lock
+   would claim the new code produced it.
 
 A killed runner loses only the runs in flight or not yet committed; the next call starts from what dvc.lock
 says is done, and a plain ``dvc repro`` afterwards finds these stages up to date. Each run's output goes to
@@ -97,10 +98,17 @@ def upstream(stages: list, every: list) -> list[str]:
     return sorted(names - {s.addressing for s in stages})
 
 
-def fingerprint(root: Path, stage) -> dict[str, tuple[int, int]]:
-    """``{file: (mtime_ns, size)}`` of every file the stage depends on (directories walked)."""
-    out = {}
+def fingerprint(root: Path, stage) -> dict[str, object]:
+    """What the stage depends on, as it stands: ``{file: (mtime_ns, size)}`` of every file (directories walked)
+    and, for a params dependency, the values of its keys, not the file: an edit to another section of
+    params.yaml must not void a run that reads none of it."""
+    from dvc.dependency.param import ParamsDependency
+
+    out: dict[str, object] = {}
     for d in stage.deps:
+        if isinstance(d, ParamsDependency):
+            out[f"{d.def_path}: {', '.join(d.params)}"] = repr(sorted(d.read_params().items()))
+            continue
         path = root / d.def_path
         files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else [path] if path.exists() else []
         out |= {str(f): (f.stat().st_mtime_ns, f.stat().st_size) for f in files}

@@ -12,7 +12,7 @@ import yaml
 
 from vlrepro.io import write_metrics
 from vlrepro.report.collect import collect
-from vlrepro.verify import changed_judgements, compare, forget_all, select
+from vlrepro.verify import changed_judgements, compare, forget_all, rerun_stages, select
 
 GATE = {"paper": "SMCIM", "variant": "full", "metric": "acc", "control": "chance", "control_value": 0.25,
         "rule": "times", "margin": 2.0}  # fmt: skip
@@ -91,3 +91,16 @@ def test_stages_are_selected_by_name_or_family_and_the_whole_lock_can_be_dropped
     lock.write_text(yaml.safe_dump({"schema": "2.0", "stages": {"data": {}, "smcim@full-0": {}}}))
     assert forget_all(lock) == ["data", "smcim@full-0"]
     assert yaml.safe_load(lock.read_text()) == {"schema": "2.0", "stages": {}}
+
+
+def test_a_stage_waits_for_the_given_stage_that_writes_its_inputs(tmp_path: Path) -> None:
+    def stage(name: str, cmd: str, deps: list[str], outs: list[str]) -> SimpleNamespace:
+        return SimpleNamespace(name=name, cmd=cmd, deps=[SimpleNamespace(def_path=d) for d in deps],
+                               outs=[SimpleNamespace(def_path=o) for o in outs])  # fmt: skip
+
+    # listed downstream first and run two at a time: without the wait, `down` would start with `up/` missing
+    down = stage("down@0", "test -f up/model.pt && touch down.txt", ["up/model.pt"], ["down.txt"])
+    up = stage("up", "sleep 1 && mkdir -p up && touch up/model.pt", ["params.yaml"], ["up"])
+    alone = stage("alone", "touch alone.txt", ["params.yaml"], ["alone.txt"])
+    rerun_stages(tmp_path, [down, up, alone], jobs=2)
+    assert all((tmp_path / f).exists() for f in ("up/model.pt", "down.txt", "alone.txt"))

@@ -94,33 +94,44 @@ def rerun_stages(work: Path, stages: list, jobs: int) -> None:
 
     DVC is bypassed on purpose: upstream stages are not re-run (their recorded outputs are the inputs), even
     when the committed ``dvc.lock`` is older than the code. Each stage's outputs are deleted first, as
-    ``dvc repro`` does, so that nothing is resumed from the recorded run.
+    ``dvc repro`` does, so that nothing is resumed from the recorded run. A stage whose inputs another of
+    the given stages writes (``blip_capfilt@0`` after ``blip@share_all_but_sa-0``) waits for that one.
     """
     logs = work / ".dvc" / "tmp" / "verify-logs"
     logs.mkdir(parents=True, exist_ok=True)
     base = _env(work)
     pending, running = list(stages), {}
     while pending or running:
-        while pending and len(running) < jobs:
-            stage = pending.pop(0)
+        unfinished = pending + [stage for stage, *_ in running.values()]
+        ready = [s for s in pending if not any(_feeds(other, s) for other in unfinished if other is not s)]
+        while ready and len(running) < jobs:
+            stage = ready.pop(0)
+            pending.remove(stage)
             for out in stage.outs:
                 path = work / out.def_path
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
             env = {**base, **ONE_THREAD} if "@" in stage.name else base
             log = open(logs / f"{stage.name}.log", "w")  # noqa: SIM115  # closed when the process ends
             proc = subprocess.Popen(stage.cmd, shell=True, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
-            running[stage.name] = (proc, log, time.perf_counter())
+            running[stage.name] = (stage, proc, log, time.perf_counter())
         time.sleep(0.5)
-        for name, (proc, log, t0) in list(running.items()):
+        for name, (_, proc, log, t0) in list(running.items()):
             if proc.poll() is None:
                 continue
             log.close()
             del running[name]
             if proc.returncode:
-                for other, _, _ in running.values():
+                for _, other, _, _ in running.values():
                     other.kill()
                 raise subprocess.CalledProcessError(proc.returncode, f"{name} (log: {log.name})")
             print(f"{name}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def _feeds(upstream, downstream) -> bool:
+    """Does one of ``upstream``'s outputs contain, or lie inside, one of ``downstream``'s dependencies?"""
+    outs = [Path(o.def_path) for o in upstream.outs]
+    deps = [Path(d.def_path) for d in downstream.deps]
+    return any(o == d or o in d.parents or d in o.parents for o in outs for d in deps)
 
 
 def tolerances(values: pd.DataFrame, across_machines: bool) -> pd.Series:

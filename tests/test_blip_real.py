@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -112,6 +113,23 @@ def test_real_splits_number_their_images_and_encode_the_letterboxed_files(projec
     assert images == [0, 0, 1, 1, 2, 2]  # every caption finds a negative: a caption of another image
     assert all(not test.true_of(n, i) and test.true_of(t, i) for i, t, n in zip(images, texts, negatives,
                                                                                strict=True))  # fmt: skip
+
+
+def test_an_image_bank_too_large_for_memory_stops_before_encoding(project, monkeypatch):
+    import psutil
+
+    from vlrepro.blip import data as blip_data
+
+    root, p = project
+    data = training_images(p, root / "data" / "real")
+    clip = load_pretrained(root / "checkpoints" / "pretrain" / "clip").eval()
+    bank = data.encode(clip.visual)
+    assert blip_data.bank_bytes(clip.visual, 10) == 4 * (bank.tokens.numel() + bank.pooled.numel())
+    # a machine with 1 kB available: refused with the keys that shrink it, and nothing is encoded
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=1000))
+    monkeypatch.setattr(blip_data, "encode_split", lambda *a: pytest.fail("encoded despite the memory check"))
+    with pytest.raises(MemoryError, match=r"10 images needs .* GB in fp32.*blip\.human_images and blip\.web_images"):
+        data.encode(clip.visual)
 
 
 def test_unconverted_sets_name_the_key(project, tmp_path):

@@ -33,7 +33,9 @@ from vlrepro.blip.data import (
     Pairs,
     TrainingImages,
     bootstrap_pairs,
+    check_bank_fits,
     encode_split,
+    image_count,
     open_split,
     training_images,
 )  # fmt: skip
@@ -120,6 +122,7 @@ class CaptionSet:
     @classmethod
     def load(cls, data_dir: Path, split: str, visual: torch.nn.Module, source: str = "world") -> CaptionSet:
         s = open_split(data_dir, "captions", split, source)
+        check_bank_fits(visual, image_count(s), f"the size of captions/{split} (its data.real conversion)")
         return cls(s, encode_split(visual, s), [r.text for r in s.records], record_images(s))
 
     def true_of(self, text: str, image: int) -> bool:

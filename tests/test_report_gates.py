@@ -308,3 +308,7 @@ def test_a_claim_whose_variant_has_not_run_yet_is_not_testable(tmp_path):
                       seed=seed, claims=[claim], gates=[gate])
     row = claims_ledger(collect(tmp_path), 0.05).iloc[0]
     assert row["verdict"] == NOT_TESTABLE and row["gates"] == "no runs of y yet" and row["n_seeds"] == 0
+    # a stage that could not train (GLIP's student on real data) records a file without numbers
+    write_metrics(tmp_path / "smcim" / "y-0.json", "smcim", {}, variant="y", seed=0, claims=[claim])
+    row = claims_ledger(collect(tmp_path), 0.05).iloc[0]
+    assert row["verdict"] == NOT_TESTABLE and row["gates"] == "y recorded no metrics (not run)"

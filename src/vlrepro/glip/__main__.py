@@ -106,6 +106,8 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "transfer":
         return _transfer(p, args.seed, root)
     name = f"{args.variant}-{args.seed}"
+    if p.source == "real" and "captions" in v.train.sets:
+        return _not_run_on_real_data(p, args.variant, args.seed, root)
     teacher = root / RUNS_DIR / f"{v.pseudo.teacher}-{args.seed}" if "captions" in v.train.sets else None
     data, pretrained = root / "data" / p.source, root / "checkpoints" / "pretrain"  # data/world or data/real
     result = train_and_evaluate(p, args.variant, args.seed, data, pretrained, teacher)
@@ -120,6 +122,22 @@ def _main(argv: list[str] | None) -> int:
     det = result.metrics["det"]
     print(f"glip {name}: det/test AP50 base {det['base']['AP50']:.3f}, novel {det['novel']['AP50']:.3f}, "
           f"flickr R@1 {result.metrics['flickr']['R@1']:.3f} in {result.seconds:.0f} s")  # fmt: skip
+    return 0
+
+
+def _not_run_on_real_data(p: GLIPParams, variant: str, seed: int, root: Path) -> int:
+    """The student's stage on real data: its outputs say why it did not train, so that ``dvc repro`` goes on to
+    the report, where it has no gate and its claim is not testable."""
+    from vlrepro.glip.run import NO_REAL_CAPTIONS as reason
+
+    name = f"{variant}-{seed}"
+    write_json(root / RUNS_DIR / name / "not_run.json", {"reason": reason})
+    runs = root / "reports" / "runs" / "glip" / name
+    write_json(runs / "run.json", {"examples": [], "not_run": reason})
+    write_json(runs / "history.json", [])
+    write_metrics(root / "reports" / "metrics" / "glip" / f"{name}.json", "glip", {}, variant=variant, seed=seed,
+                  claims=claims(p))  # no gate: there is nothing it could be checked against
+    print(f"glip {name}: not run on real data: {reason}", file=sys.stderr)
     return 0
 
 

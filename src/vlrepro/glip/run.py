@@ -41,6 +41,9 @@ from vlrepro.io import atomic_path
 from vlrepro.train import TrainConfig, fit, run_dir
 
 MODEL_FILE = "model.safetensors"
+NO_REAL_CAPTIONS = ("it trains on captions boxed by its teacher, and the noun phrases it boxes come from a chunker "
+                    "that knows only the world's grammar (vlrepro.glip.pseudo.noun_phrases); real captions need a "
+                    "part-of-speech chunker (GLIP uses NLTK's), which is not implemented")  # fmt: skip
 
 
 def build_model(p: GLIPParams, pretrain_dir: Path) -> tuple[GLIP, Tokenizer]:
@@ -166,12 +169,7 @@ def train_and_evaluate(
     v = p.variant(variant)
     data_dir = Path(data_dir)
     if p.source == "real" and "captions" in v.train.sets:
-        raise NotImplementedError(
-            f"glip variant {variant!r} trains on pseudo-labelled captions, whose noun phrases come from a chunker "
-            "that knows only the world's grammar (vlrepro.glip.pseudo.noun_phrases); real captions need a "
-            "part-of-speech chunker (GLIP uses NLTK's), which is not implemented yet; leave the student out of "
-            "the paper profile's runs"
-        )  # fmt: skip
+        raise NotImplementedError(f"glip variant {variant!r}: {NO_REAL_CAPTIONS}")
     # every split first: a missing dataset or image stops the run before any compute
     det_test, flickr_test = open_split(p, data_dir, "det", "test"), open_split(p, data_dir, "flickr", "test")
     splits = [open_split(p, data_dir, s, "train") for s in v.train.sets if s != "captions"]

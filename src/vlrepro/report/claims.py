@@ -267,12 +267,16 @@ def claims_ledger(collection: Collection, alpha: float, gates: pd.DataFrame | No
         key: group.sort_values("seed")[["seed", "value"]]
         for key, group in collection.values.groupby(["stage", "variant", "metric"], sort=True)
     }
-    ran = {(f.stage, f.variant) for f in collection.files}
+    ran = {(f.stage, f.variant) for f in collection.files if f.metrics}
+    empty = {(f.stage, f.variant) for f in collection.files if not f.metrics}  # a run that recorded why it did not train
     rows = []
     for row in claim_rows(collection):
         missing = [v for v in (row.variant, row.reference_variant) if (row.stage, v) not in ran]
-        if missing:  # a matrix finished in part (runs spread over sessions): nothing to test yet
-            rows.append(_untested(row, alpha, f"no runs of {' and '.join(missing)} yet"))
+        if missing:  # a matrix finished in part (runs spread over sessions), or a stage that could not train
+            idle = [v for v in missing if (row.stage, v) in empty]
+            why = [f"no runs of {' and '.join(v for v in missing if v not in idle)} yet"] if len(idle) < len(missing) else []
+            why += [f"{' and '.join(idle)} recorded no metrics (not run)"] if idle else []
+            rows.append(_untested(row, alpha, "; ".join(why)))
             continue
         sides = []
         for variant, metric in row.sides:

@@ -268,13 +268,14 @@ def claims_ledger(collection: Collection, alpha: float, gates: pd.DataFrame | No
         for key, group in collection.values.groupby(["stage", "variant", "metric"], sort=True)
     }
     ran = {(f.stage, f.variant) for f in collection.files if f.metrics}
-    empty = {(f.stage, f.variant) for f in collection.files if not f.metrics}  # a run that recorded why it did not train
+    empty = {(f.stage, f.variant) for f in collection.files if not f.metrics}  # recorded why it did not train
     rows = []
     for row in claim_rows(collection):
         missing = [v for v in (row.variant, row.reference_variant) if (row.stage, v) not in ran]
         if missing:  # a matrix finished in part (runs spread over sessions), or a stage that could not train
             idle = [v for v in missing if (row.stage, v) in empty]
-            why = [f"no runs of {' and '.join(v for v in missing if v not in idle)} yet"] if len(idle) < len(missing) else []
+            later = [v for v in missing if v not in idle]
+            why = [f"no runs of {' and '.join(later)} yet"] if later else []
             why += [f"{' and '.join(idle)} recorded no metrics (not run)"] if idle else []
             rows.append(_untested(row, alpha, "; ".join(why)))
             continue

@@ -5,12 +5,13 @@ COCO JPEGs, Flickr30k Entities XML, Visual Genome JSON, COCO instances and Karpa
 an ODinW export, CUB tables with masks). The params are the repository's `paper` profile with every model and
 step count shrunk as `profiles.smoke` shrinks the default one, and the matrices keep one seed: the point is that
 `make repro` goes from the dataset adapters to the report through the real stages, notebooks and dvc.lock,
-not the numbers. Run it with ``pytest -m paper_pipeline`` (about N minutes on two cores); `make test` leaves
+not the numbers. Run it with ``pytest -m paper_pipeline`` (about 20 minutes on two cores); `make test` leaves
 it out for CI's time budget, and the per-paper fixture tests (`test_*_real.py`) run there.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -103,8 +104,21 @@ def test_paper_profile_repro_on_fixtures_ends_with_a_report(tmp_path):
     sh("dvc", "repro", cwd=work, env=env)
     print(f"\npaper-profile pipeline on fixtures: {time.perf_counter() - t0:.0f} s")
     assert sh("dvc", "status", cwd=work, env=env).strip().endswith("Data and pipelines are up to date.")
-    data = json.loads((work / "reports" / "metrics" / "data.json").read_text())["metrics"]
-    assert data  # the data stage converted the real sets
-    report = (work / "reports" / "REPORT.md").read_text()
+    converted = json.loads((work / "data" / "real" / "manifest.json").read_text())["datasets"]
+    assert set(converted) == {"refcoco", "refcoco+", "refcocog", "flickr30k_entities", "visual_genome", "cub",
+                              "coco_karpathy", "web_captions", "coco_instances", "odinw"}  # fmt: skip
+    lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
+    runs = [name for name in lock if "@" in name]
+    assert len(runs) == 33  # every matrix run, one seed each
+    for name in runs:
+        for out in lock[name].get("outs", []):
+            assert (work / out["path"]).exists(), (name, out["path"])
+    student = json.loads((work / "reports" / "metrics" / "glip" / "student-0.json").read_text())
+    assert student["metrics"] == {}  # GLIP's student cannot train on real captions: it says so, dvc repro goes on
+    with open(work / "reports" / "claims.csv") as f:
+        rows = {r["claim"]: r for r in csv.DictReader(f)}
+    assert rows["the self-trained student beats its teacher"]["verdict"] == "not testable"
+    summary = (work / "reports" / "REPORT.md").read_text().split("\n## Summary\n", 1)[1].split("\n## ", 1)[0]
     for paper in ("AMC", "SMCIM", "GLIP", "ALA", "BLIP"):
-        assert f"| {paper} " in report.split("\n## Summary\n", 1)[1].split("\n## ", 1)[0], paper
+        row = next(line for line in summary.splitlines() if line.startswith(f"| {paper} "))
+        assert "| paper: " in row and "not yet on real data" not in row, row

@@ -31,6 +31,9 @@ def test_packaged_cards_cover_every_paper_and_resolve_against_the_references():
     assert paper_of_stage(cards, "blip_capfilt") == "BLIP" and paper_of_stage(cards, "pretrain") is None
     assert "Visual Genome" in cards["AMC"].data_for("paper") and "Visual Genome" not in cards["AMC"].data.world
     assert cards["AMC"].data_for("default") == cards["AMC"].data_for("smoke") == cards["AMC"].data.world
+    world, paper = cards["AMC"].caveats_for("default"), cards["AMC"].caveats_for("paper")
+    assert world[0] == paper[0] == cards["AMC"].caveats.every[0]  # shared, then each profile's own
+    assert any("world CLIP" in c for c in world) and not any("world CLIP" in c for c in paper)
     for card in cards.values():
         assert (REPO / card.doc).is_file(), card.doc
 

@@ -52,17 +52,26 @@ class Data(_Strict):
     paper: str = Field(min_length=1)  # the paper profile
 
 
+class Caveats(_Strict):
+    every: list[str] = []  # every profile
+    world: list[str] = []  # profiles smoke and default
+    paper: list[str] = []  # the paper profile
+
+
 class PaperCard(_Strict):
     title: str = Field(min_length=1)
     doc: str = Field(min_length=1)
     stages: list[str] = Field(min_length=1)
     claims: list[str] = Field(min_length=1)
     data: Data
-    caveats: list[str] = []
+    caveats: Caveats = Caveats()
     tables: list[MainTable] = []
 
     def data_for(self, profile: str) -> str:
         return self.data.paper if profile == "paper" else self.data.world
+
+    def caveats_for(self, profile: str) -> list[str]:
+        return [*self.caveats.every, *(self.caveats.paper if profile == "paper" else self.caveats.world)]
 
 
 def default_path() -> Path:

@@ -261,7 +261,7 @@ def paper_blocks(inputs: Inputs, paper: str) -> tuple[list[Block], list[Image]]:
     for stage in stages:
         blocks += stage_metric_blocks(inputs, stage, 4)
 
-    caveats = list(card.caveats)
+    caveats = card.caveats_for(inputs.profile)
     failed = gates[~gates["passed"]]
     if not failed.empty:
         names = ", ".join(sorted(set(failed["variant"])))

@@ -356,3 +356,44 @@ def test_lenient_retrieval_also_counts_captions_true_of_the_query_image(monkeypa
     assert r["i2t_r1"] == pytest.approx((owner[0] == np.arange(len(images))).mean())
     assert r["lenient_i2t_r1"] == pytest.approx((true[:, 0] | (owner[0] == np.arange(len(images)))).mean())
     assert r["lenient_r1"] == pytest.approx((r["lenient_i2t_r1"] + r["lenient_t2i_r1"]) / 2)
+
+
+def test_attribute_swap_changes_one_word_of_one_kind_and_keeps_the_article_right():
+    from vlrepro.data.world.vocab import WORDS
+
+    rng = np.random.default_rng(0)
+    assert contrastive.attribute_swap("grass on a plain background.", np.random.default_rng(0)) is not None
+    assert contrastive.attribute_swap("many things here", rng) is None  # nothing to swap
+    for text in ("a red oval on grass.", "two striped hearts and a big cross.", "an orange ring"):
+        for _ in range(20):
+            swapped = contrastive.attribute_swap(text, rng)
+            diff = [(a, b) for a, b in zip(text.split(), swapped.split(), strict=True) if a != b]
+            content = [(a, b) for a, b in diff if a not in ("a", "an")]
+            assert len(content) == 1, (text, swapped)
+            (old, new), = content
+            assert WORDS[old.rstrip(".,")][0] == WORDS[new.rstrip(".,")][0]  # colour for colour, ...
+            words = swapped.split()
+            for i, w in enumerate(words[:-1]):
+                if w in ("a", "an"):
+                    assert w == ("an" if words[i + 1][0] in "aeiou" else "a"), swapped
+
+
+def test_clip_loss_with_hard_negatives_by_hand():
+    class Fixed(nn.Module):  # image i and text i are unit vectors; a swapped caption is given its own vector
+        def forward(self, images, ids, mask):
+            return images, ids.float(), torch.tensor(2.0)
+
+        def encode_text(self, ids, mask):
+            return ids.float()
+
+    e = torch.eye(2)
+    negative = torch.tensor([[0.6, 0.8], [0.0, 1.0]])
+    batch = {"images": e, "input_ids": e, "attention_mask": e, "image_ids": torch.tensor([0, 1]),
+             "negative_ids": negative, "negative_mask": e, "has_negative": torch.tensor([True, False])}  # fmt: skip
+    got = contrastive.clip_loss(Fixed(), batch)["loss"]
+    # image 0: logits [2, 0] + its negative 2*0.6; image 1: [0, 2] (no negative); text->image: [2, 0], [0, 2]
+    i2t = (-math.log(math.exp(2) / (math.exp(2) + 1 + math.exp(1.2))) - math.log(math.exp(2) / (math.exp(2) + 1))) / 2
+    t2i = -math.log(math.exp(2) / (math.exp(2) + 1))
+    assert got.item() == pytest.approx((i2t + t2i) / 2, rel=1e-6)
+    plain = {k: batch[k] for k in ("images", "input_ids", "attention_mask", "image_ids")}
+    assert contrastive.clip_loss(Fixed(), plain)["loss"].item() == pytest.approx(t2i, rel=1e-6)

@@ -87,6 +87,8 @@ class CLIPParams(TrainParams):
     )  # fmt: skip
     init_towers: bool = Field(True, description="start the towers from this stage's vit and text checkpoints")
     sets: tuple[str, ...] = Field(("captions",), description="world sets whose train captions are the pairs")
+    hard_negatives: bool = Field(False, description="each caption's attribute-swapped copy, false of its image, "
+                                 "joins that image's image->text softmax (NegCLIP)")  # fmt: skip
 
     @field_validator("sets")
     @classmethod

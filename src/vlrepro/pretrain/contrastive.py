@@ -3,6 +3,11 @@
 - Training pairs: one item per train image, with one of its captions drawn at random each time it is
   seen. A batch that spans two epochs can hold an image twice; the loss then masks the pair that is not
   on the diagonal, so an image's own caption is never its negative.
+- Hard negatives (``clip.hard_negatives``): each caption also gets one copy with an attribute or shape word
+  swapped for another value ("a striped red heart" -> "a striped blue heart"), kept only when the world
+  says it is false of the image. It joins the image->text softmax of its image only, as NegCLIP's swapped
+  captions (Yuksekgonul et al., ICLR 2023): in-batch negatives rarely differ from a caption by one
+  attribute, which is what the zero-shot species prompts ("a checkered pink heart.") need.
 - ``evaluate_retrieval``: image->text and text->image R@1 on held-out captions (captions/test, 5 per image);
   strictly, a retrieved caption counts if it belongs to the query image; leniently (``lenient_*``, world
   splits only), also if the world says it is true of the query image (``data.world.captions``): many world
@@ -24,6 +29,7 @@ from torch import Tensor, nn
 
 from vlrepro.data.records import Split, load_split
 from vlrepro.data.world.captions import caption_truth_matrix
+from vlrepro.data.world.vocab import CATEGORY_BY_NAME, COLOURS, PATTERNS, SIZES, WORDS, article, plural
 from vlrepro.losses.contrastive import info_nce
 from vlrepro.models.backbones import images_to_tensor
 from vlrepro.models.clip import DualEncoder
@@ -33,12 +39,41 @@ from vlrepro.train import evaluating
 
 PROMPT = "a {}."
 
+# The word kinds a hard negative swaps, and the canonical word of each of their values.
+SWAPS: dict[str, dict[str, str]] = {
+    "colour": {name: words[0] for name, (_, words) in COLOURS.items()},
+    "pattern": {name: words[0] for name, words in PATTERNS.items()},
+    "size": {name: words[0] for name, (_, words) in SIZES.items()},
+    "category": {name: c.words[0] for name, c in CATEGORY_BY_NAME.items()},
+    "categories": {name: plural(c.words[0]) for name, c in CATEGORY_BY_NAME.items()},
+}
+
+
+def attribute_swap(text: str, rng: np.random.Generator) -> str | None:
+    """``text`` with one colour, pattern, size or shape word, drawn by ``rng``, replaced by another value's
+    canonical word (the article before it agreeing); ``None`` when the text has no such word."""
+    words = text.split(" ")
+    spots = [i for i, w in enumerate(words) if WORDS.get(w.rstrip(".,"), ("",))[0] in SWAPS]
+    if not spots:
+        return None
+    i = spots[rng.integers(len(spots))]
+    core = words[i].rstrip(".,")
+    kind, value = WORDS[core]
+    others = [w for v, w in SWAPS[kind].items() if v != value]
+    new = others[rng.integers(len(others))]
+    words[i] = new + words[i][len(core) :]
+    if i and words[i - 1] in ("a", "an"):
+        words[i - 1] = article(new)
+    return " ".join(words)
+
 
 class CaptionPairs(torch.utils.data.Dataset):
-    """``(image, caption ids)`` per image of the given splits, the caption drawn among the image's own."""
+    """``(image, caption ids, hard negative ids or None, index)`` per image of the given splits, the caption
+    drawn among the image's own; hard negatives (``negatives=True``) as in the module's docstring."""
 
-    def __init__(self, splits: Sequence[Split], tokenizer: Tokenizer, max_len: int):
-        images, captions = [], []
+    def __init__(self, splits: Sequence[Split], tokenizer: Tokenizer, max_len: int, negatives: bool = False):
+        images, captions, swapped = [], [], []
+        rng = np.random.default_rng(0)  # the negatives are fixed, whatever the training seed
         for split in splits:
             by_image: dict[int, list[str]] = {}
             for r in split.records:
@@ -47,30 +82,63 @@ class CaptionPairs(torch.utils.data.Dataset):
             ids = sorted(by_image)
             images.append(np.asarray(split.images)[ids])
             captions += [by_image[i] for i in ids]
+            if negatives:
+                swapped += [[_false_swap(split, t, i, rng) for t in by_image[i]] for i in ids]
         self.images = torch.from_numpy(np.concatenate(images))
-        rows = encode_rows(tokenizer, [t for texts in captions for t in texts], max_len)
-        bounds = np.cumsum([0, *map(len, captions)])
-        self.captions = [rows[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        self.captions = _encode_nested(tokenizer, captions, max_len)
+        self.negatives = _encode_nested(tokenizer, swapped, max_len) if negatives else None
         self.pad_id = special_ids(tokenizer)["[PAD]"]
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, int]:
-        options = self.captions[i]
-        return images_to_tensor(self.images[i]), options[np.random.randint(len(options))], i  # seeded per sample
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, Tensor | None, int]:
+        j = np.random.randint(len(self.captions[i]))  # seeded per sample
+        negative = self.negatives[i][j] if self.negatives is not None else None
+        return images_to_tensor(self.images[i]), self.captions[i][j], negative, i
 
-    def collate(self, items: list[tuple[Tensor, Tensor, int]]) -> dict[str, Tensor]:
-        return {
-            "images": torch.stack([im for im, _, _ in items]),
-            **pad_texts([t for _, t, _ in items], self.pad_id),
-            "image_ids": torch.tensor([i for _, _, i in items]),
+    def collate(self, items: list[tuple[Tensor, Tensor, Tensor | None, int]]) -> dict[str, Tensor]:
+        batch = {
+            "images": torch.stack([im for im, _, _, _ in items]),
+            **pad_texts([t for _, t, _, _ in items], self.pad_id),
+            "image_ids": torch.tensor([i for *_, i in items]),
         }
+        if self.negatives is not None:  # a caption without a false swap gets an empty row, masked in the loss
+            rows = [n if n is not None else torch.tensor([self.pad_id]) for _, _, n, _ in items]
+            negatives = pad_texts(rows, self.pad_id)
+            batch |= {"negative_ids": negatives["input_ids"], "negative_mask": negatives["attention_mask"],
+                      "has_negative": torch.tensor([n is not None for _, _, n, _ in items])}  # fmt: skip
+        return batch
+
+
+def _false_swap(split: Split, text: str, image: int, rng: np.random.Generator) -> str | None:
+    """An attribute swap of ``text`` that the world says is false of ``image`` (one try), else None."""
+    swapped = attribute_swap(text, rng)
+    if swapped is None or caption_truth_matrix(split, [swapped], [image])[0, 0]:
+        return None
+    return swapped
+
+
+def _encode_nested(tokenizer: Tokenizer, texts: list[list[str | None]], max_len: int) -> list[list[Tensor | None]]:
+    flat = [t for group in texts for t in group if t is not None]
+    rows = iter(encode_rows(tokenizer, flat, max_len))
+    return [[next(rows) if t is not None else None for t in group] for group in texts]
 
 
 def clip_loss(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
     image_emb, text_emb, scale = model(batch["images"], batch["input_ids"], batch["attention_mask"])
     loss = info_nce(image_emb, text_emb, scale, batch["image_ids"])
+    if "negative_ids" in batch:  # image -> text also against its own swapped caption, where it has one
+        negative = model.encode_text(batch["negative_ids"], batch["negative_mask"])
+        logits = scale * image_emb @ text_emb.t()
+        same = batch["image_ids"].unsqueeze(0) == batch["image_ids"].unsqueeze(1)
+        logits = logits.masked_fill(same & ~torch.eye(len(same), dtype=torch.bool), float("-inf"))
+        own = (scale * (image_emb * negative).sum(1)).masked_fill(~batch["has_negative"], float("-inf"))
+        with_negative = torch.cat([logits, own.unsqueeze(1)], dim=1)
+        targets = torch.arange(len(logits))
+        i2t = torch.nn.functional.cross_entropy(with_negative, targets)
+        t2i = torch.nn.functional.cross_entropy(logits.t(), targets)
+        loss = (i2t + t2i) / 2
     return {"loss": loss, "temperature": 1.0 / scale.detach()}
 
 

@@ -161,7 +161,7 @@ def pretrain_clip(
     text_cfg = dataclasses.replace(text.config, mlm_head=False, pooling="mean")
     cfg = CLIPConfig(vision=vit.config, text=text_cfg, embed_dim=p.embed_dim, init_temperature=p.init_temperature)
     splits = contrastive.load_caption_splits(data_dir, p.sets)
-    train = contrastive.CaptionPairs(splits, text.tokenizer, text.config.max_len)
+    train = contrastive.CaptionPairs(splits, text.tokenizer, text.config.max_len, p.hard_negatives)
     held_out = load_split(data_dir / "captions" / "test")
     cub, det = load_split(data_dir / "cub" / "test"), load_split(data_dir / "det" / "test")
 

@@ -19,8 +19,17 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-INPUTS = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore", "requirements",
-          "notebooks", "src"]
+INPUTS = [
+    "dvc.yaml",
+    "params.yaml",
+    ".dvcignore",
+    ".gitignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    "requirements",
+    "notebooks",
+    "src",
+]
 
 
 def sh(*cmd: str, cwd: Path, env: dict) -> str:
@@ -42,8 +51,15 @@ def smoke_repo(tmp_path_factory):
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["profile"] = "smoke"
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     sh("git", "init", "-q", cwd=work, env=env)
     sh("git", "add", "-A", cwd=work, env=env)
     sh("git", "commit", "-qm", "smoke", cwd=work, env=env)
@@ -65,8 +81,21 @@ def test_smoke_pipeline_writes_the_report(smoke_repo):
     assert "<img" in html and "data:image/png;base64," in html
     with open(reports / "claims.csv") as f:
         header = next(csv.reader(f))
-    assert header[:13] == ["paper", "claim", "metric", "variant", "reference_variant", "ours_mean", "ours_std",
-                           "reference_mean", "reference_std", "n_seeds", "test", "p_value", "verdict"]
+    assert header[:13] == [
+        "paper",
+        "claim",
+        "metric",
+        "variant",
+        "reference_variant",
+        "ours_mean",
+        "ours_std",
+        "reference_mean",
+        "reference_std",
+        "n_seeds",
+        "test",
+        "p_value",
+        "verdict",
+    ]
     data = json.loads((reports / "metrics" / "data.json").read_text())
     for split in ("val", "testA", "testB"):
         assert set(data["metrics"]["baselines"]["refcoco"][split]) >= {"random", "largest", "image_only"}
@@ -77,8 +106,10 @@ def test_smoke_pipeline_writes_the_report(smoke_repo):
     for paper in ("amc", "smcim", "glip", "ala", "blip"):
         runs = list((reports / "metrics" / paper).glob("*.json"))
         assert runs and all(json.loads(r.read_text())["metrics"]["seconds"] > 0 for r in runs), paper
-    transfer = [json.loads((reports / "metrics" / "glip" / f"{m}-0.json").read_text())["metrics"]["seconds"]
-                for m in ("fine_tuning", "prompt_tuning")]
+    transfer = [
+        json.loads((reports / "metrics" / "glip" / f"{m}-0.json").read_text())["metrics"]["seconds"]
+        for m in ("fine_tuning", "prompt_tuning")
+    ]
     assert transfer[0] == transfer[1]  # one process ran both modes: each file holds half its time
     summary = report.split("\n## Summary\n", 1)[1].split("\n## ", 1)[0]
     assert "| AMC " in summary and "not recorded" not in summary  # a wall time for every paper
@@ -193,6 +224,7 @@ def _kill_when(cmd: list[str], work: Path, env: dict, ready, timeout: float = 90
 def _wait_for_commits(work: Path, timeout: float = 300) -> None:
     """Wait until no `dvc commit` runs in ``work``: the matrix runner starts its commits in their own session,
     so that killing the runner does not cut one short, and one may still be writing dvc.lock."""
+
     def committing() -> bool:
         for proc in Path("/proc").iterdir():
             try:

@@ -3,18 +3,19 @@
     .venv/bin/python benchmarks/estimate_gpu.py                      # A100 and H100 at 35 % of their bf16 peak
     .venv/bin/python benchmarks/estimate_gpu.py --utilisation 0.5
 
-What it counts. ``torch.utils.flop_counter`` counts, on this CPU, one sample through each encoder the paper
-profile builds — the pretrain stage's ResNet-50 and ViT-B/16 and the bundled MiniLM — at the input sizes the
-paper profile gives them: a forward pass for a frozen encoder, forward and backward for a trained one. Each
-stage's cost per training sample is a sum of those passes, written out below (``STAGES``: which encoders,
-trained or frozen, how many passes), times the samples it trains on (steps × batch × runs, from params.yaml's
-paper profile), plus what it encodes once (BLIP's image bank). The papers' own heads (CA2M, the fusion and
-box heads, ALA's side branch, BLIP's cross-attention) are left out: the estimate is a lower bound, close
-where the encoders dominate (SMCIM, GLIP, ALA) and loose for BLIP. Evaluation is left out too.
+What it counts. ``torch.utils.flop_counter`` counts, on this CPU, one sample through each encoder the paper profile
+builds — the pretrain stage's ResNet-50 and ViT-B/16 and the bundled MiniLM — at the input sizes the paper profile
+gives them: a forward pass for a frozen encoder, forward and backward for a trained one. Each stage's cost per
+training sample is a sum of those passes, written out in ``stages`` (which encoders, trained or frozen, how many
+passes), times the samples it trains on (steps × batch from params.yaml's paper profile, runs from dvc.yaml's
+matrices), plus what it encodes once per run (BLIP's image bank). The papers' own heads (CA2M, the fusion and box
+heads, ALA's side branch, BLIP's cross-attention) are left out: the estimate is a lower bound, close where the
+encoders dominate (SMCIM, GLIP, ALA) and loose for BLIP. Evaluation is left out too.
 
-GPU time = FLOPs / (peak bf16 dense FLOP/s × utilisation). The peaks are the vendors' dense bf16 figures
-(A100 312 TFLOP/s, H100 SXM 989 TFLOP/s); 35 % utilisation is typical of mixed-precision training of
-models of this size. The CPU column is the same FLOPs at the fp32 matmul rate measured here, for scale.
+GPU time = FLOPs / (peak bf16 dense FLOP/s × utilisation). The peaks are the vendors' dense bf16 figures (A100 312
+TFLOP/s, H100 SXM 989 TFLOP/s); the utilisation (default 35 %) is an assumption, not a measurement: the FLOPs are a
+lower bound, the hours only as good as that guess. The CPU column is the same FLOPs at the fp32 matmul rate measured
+here, for scale.
 """
 
 from __future__ import annotations
@@ -72,7 +73,14 @@ def count(name: str, size: int, trained: bool) -> tuple[float, float]:
     return float(counter.get_total_flops()), seconds
 
 
-def stages(P) -> list[tuple[str, int, int, list[Pass], int]]:  # noqa: ANN001
+def runs_of(dvc_yaml: Path) -> dict[str, int]:
+    """Runs per matrix stage of ``dvc_yaml`` (variants × seeds)."""
+    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    return {name: len(s["matrix"].get("variant", [None])) * len(s["matrix"]["seed"])
+            for name, s in stages.items() if "matrix" in s}  # fmt: skip
+
+
+def stages(P, runs: dict[str, int]) -> list[tuple[str, int, int, list[Pass], int]]:  # noqa: ANN001
     """(stage, runs, training samples per run, passes per sample, frozen encodings per run), paper profile."""
     pre, amc, smcim, glip, ala, blip = P.pretrain, P.amc, P.smcim, P.glip, P.ala, P.blip
     world = P.data.world.image_size
@@ -87,14 +95,16 @@ def stages(P) -> list[tuple[str, int, int, list[Pass], int]]:  # noqa: ANN001
         ("pretrain: downstream", 2, pre.downstream.steps * pre.downstream.batch_size,
          [Pass("resnet50", world, True), Pass("minilm", 40, True)], 0),
         ("amc_pretrain", 1, amc.pretrain.steps * amc.pretrain.batch_size, albef, 0),
-        ("amc (18 runs)", 18, amc.steps * amc.batch_size, [*albef, Pass("minilm", amc.max_len, True)], 0),  # + GradCAM
-        ("smcim (24 runs)", 24, smcim.train.steps * smcim.train.batch_size,
+        ("amc", runs["amc"], amc.steps * amc.batch_size, [*albef, Pass("minilm", amc.max_len, True)], 0),  # + GradCAM
+        ("smcim", runs["smcim"], smcim.train.steps * smcim.train.batch_size,
          [Pass("resnet50", smcim.image_size, True), Pass("minilm", smcim.max_len, True)], 0),
-        ("glip (9 runs)", 9, glip.train.steps * glip.train.batch_size,
+        ("glip", runs["glip"], glip.train.steps * glip.train.batch_size,
          [Pass("resnet50", glip.real.image_size, True), Pass("minilm", glip.train.max_prompt_tokens, False)], 0),
-        ("ala + baselines (12 runs)", 12, ala.train.steps * ala.train.batch_size, [Pass("vit_b", 224, False)], 0),
-        ("blip (30 runs)", 30, blip.train.steps * blip.train.batch_size,
-         [Pass("minilm", 40, True, 3), Pass("minilm", 40, False, 1)], 113_287),  # ITC/ITM encoder, LM decoder
+        ("ala + ala_baselines", runs["ala"] + runs["ala_baselines"], ala.train.steps * ala.train.batch_size,
+         [Pass("vit_b", 224, False)], 0),
+        ("blip + capfilt + bootstrap", runs["blip"] + runs["blip_capfilt"] + runs["blip_bootstrap"],
+         blip.train.steps * blip.train.batch_size, [Pass("minilm", 40, True, 3), Pass("minilm", 40, False, 1)],
+         113_287),  # ITC/ITM encoder passes and the LM decoder; COCO Karpathy train + restval images per bank
     ]  # fmt: skip
 
 
@@ -128,7 +138,7 @@ def main() -> None:
 
     print(f"counting one sample per encoder (CPU fp32 matmul: {cpu_rate / 1e9:.0f} GFLOP/s) ...")
     rows = []
-    for name, runs, samples, passes, encodings in stages(P):
+    for name, runs, samples, passes, encodings in stages(P, runs_of(Path(args.params).with_name("dvc.yaml"))):
         per_sample = sum(cost(p) for p in passes)
         once = encodings * cost(Pass("vit_b", 224, False)) if encodings else 0.0
         rows.append((name, runs, samples, per_sample, runs * (samples * per_sample + once)))

@@ -128,7 +128,7 @@ def test_an_image_bank_too_large_for_memory_stops_before_encoding(project, monke
     # a machine with 1 kB available: refused with the keys that shrink it, and nothing is encoded
     monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=1000))
     monkeypatch.setattr(blip_data, "encode_split", lambda *a: pytest.fail("encoded despite the memory check"))
-    with pytest.raises(MemoryError, match=r"10 images needs .* GB in fp32.*blip\.human_images and blip\.web_images"):
+    with pytest.raises(MemoryError, match=r"10 images needs .* GB .*blip\.data\.human_images or blip\.data\.web_"):
         data.encode(clip.visual)
 
 

@@ -109,7 +109,8 @@ def test_paper_profile_repro_on_fixtures_ends_with_a_report(tmp_path):
                               "coco_karpathy", "web_captions", "coco_instances", "odinw"}  # fmt: skip
     lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
     runs = [name for name in lock if "@" in name]
-    assert len(runs) == 33  # every matrix run, one seed each
+    matrices = [s["matrix"] for s in yaml.safe_load(dvc_yaml.read_text())["stages"].values() if "matrix" in s]
+    assert len(runs) == sum(len(m.get("variant", [None])) * len(m["seed"]) for m in matrices)  # every run, 1 seed
     for name in runs:
         for out in lock[name].get("outs", []):
             assert (work / out["path"]).exists(), (name, out["path"])
@@ -118,7 +119,10 @@ def test_paper_profile_repro_on_fixtures_ends_with_a_report(tmp_path):
     with open(work / "reports" / "claims.csv") as f:
         rows = {r["claim"]: r for r in csv.DictReader(f)}
     assert rows["the self-trained student beats its teacher"]["verdict"] == "not testable"
-    summary = (work / "reports" / "REPORT.md").read_text().split("\n## Summary\n", 1)[1].split("\n## ", 1)[0]
+    report = (work / "reports" / "REPORT.md").read_text()
+    summary = report.split("\n## Summary\n", 1)[1].split("\n## ", 1)[0]
     for paper in ("AMC", "SMCIM", "GLIP", "ALA", "BLIP"):
         row = next(line for line in summary.splitlines() if line.startswith(f"| {paper} "))
-        assert "| paper: " in row and "not yet on real data" not in row, row
+        assert "| paper: " in row, row
+    # the caveats are the paper profile's: the world's small CLIP is not what these runs used
+    assert "The world CLIP ViT (4 blocks" not in report and "The CLIP is the pretrain stage's ViT-B/16" in report

@@ -285,6 +285,7 @@ def test_verify_finds_a_clean_rerun_identical_and_flags_an_edited_metric(smoke_r
     summary = next(line for line in out.splitlines() if line.startswith("verify: ") and "metrics in" in line)
     counts = {status: int(n) for n, status in (part.split() for part in summary.split(": ")[-1].split(", "))}
     assert set(counts) <= {"same", "timing"} and counts["same"] > 0, summary  # identical but for wall-clock times
+    assert {line.split(":")[0] for line in out.splitlines() if ": done in " in line} == set(stages)  # all re-ran
     # a committed number that the code does not produce any more is caught
     path = work / "reports" / "metrics" / "smcim" / "full-0.json"
     doc = json.loads(path.read_text())

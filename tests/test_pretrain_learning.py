@@ -91,6 +91,33 @@ def test_clip_learns_to_retrieve(world, tokenizer, tmp_path):
     assert contrastive.evaluate_retrieval(model, split)["r1"] > before + 0.2
 
 
+def test_hard_negatives_are_false_swaps_and_leave_the_positive_draws_alone(world, tokenizer):
+    import numpy as np
+
+    from vlrepro.data.world.captions import caption_truth_matrix
+
+    split = load_split(world / "captions" / "train")
+    plain = contrastive.CaptionPairs([split], tokenizer, 24)
+    hard = contrastive.CaptionPairs([split], tokenizer, 24, negatives=True)
+    np.random.seed(0)
+    a = [plain[i] for i in range(12)]
+    np.random.seed(0)
+    b = [hard[i] for i in range(12)]
+    assert all(torch.equal(x[1], y[1]) and x[2] is None for x, y in zip(a, b, strict=True))  # same captions drawn
+    batch = hard.collate(b)
+    assert batch["negative_ids"].shape[0] == 12 and batch["has_negative"].float().mean() > 0.5
+    for (_, _, negative, _), keep in zip(b, batch["has_negative"], strict=True):
+        assert keep == (negative is not None)
+    rng, swaps = np.random.default_rng(0), []
+    for r in split.records[:60]:
+        swapped = contrastive._false_swap(split, r.text, int(r.image), rng)
+        if swapped is not None:  # one word apart (and its article), and false of the image the caption is true of
+            assert sum(u != v for u, v in zip(r.text.split(), swapped.split(), strict=True)) in (1, 2)
+            assert caption_truth_matrix(split, [r.text, swapped], [int(r.image)])[0].tolist() == [True, False]
+            swaps.append(swapped)
+    assert len(swaps) > 40
+
+
 def test_rec_learns_the_boxes(world, tokenizer, tmp_path):
     data = downstream.ReferringExpressions(load_split(world / "refcoco" / "train"), tokenizer, 24)
     torch.manual_seed(0)

@@ -397,3 +397,6 @@ def test_clip_loss_with_hard_negatives_by_hand():
     assert got.item() == pytest.approx((i2t + t2i) / 2, rel=1e-6)
     plain = {k: batch[k] for k in ("images", "input_ids", "attention_mask", "image_ids")}
     assert contrastive.clip_loss(Fixed(), plain)["loss"].item() == pytest.approx(t2i, rel=1e-6)
+    # the same image twice: the other row's caption is no negative, the swapped caption still is
+    same = contrastive.clip_loss(Fixed(), batch | {"image_ids": torch.tensor([0, 0])})["loss"]
+    assert same.item() == pytest.approx(-math.log(math.exp(2) / (math.exp(2) + math.exp(1.2))) / 4, rel=1e-6)

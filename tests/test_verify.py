@@ -100,7 +100,11 @@ def test_a_stage_waits_for_the_given_stage_that_writes_its_inputs(tmp_path: Path
 
     # listed downstream first and run two at a time: without the wait, `down` would start with `up/` missing
     down = stage("down@0", "test -f up/model.pt && touch down.txt", ["up/model.pt"], ["down.txt"])
-    up = stage("up", "sleep 1 && mkdir -p up && touch up/model.pt", ["params.yaml"], ["up"])
+    up = stage("up", "sleep 1 && mkdir -p up && touch up/model.pt", ["params.yaml"], ["up/model.pt"])
     alone = stage("alone", "touch alone.txt", ["params.yaml"], ["alone.txt"])
-    rerun_stages(tmp_path, [down, up, alone], jobs=2)
-    assert all((tmp_path / f).exists() for f in ("up/model.pt", "down.txt", "alone.txt"))
+    folder = stage("folder@0", "test -f up/model.pt && touch folder.txt", ["up"], ["folder.txt"])  # reads all of up/
+    rerun_stages(tmp_path, [down, folder, up, alone], jobs=2)
+    assert all((tmp_path / f).exists() for f in ("up/model.pt", "down.txt", "folder.txt", "alone.txt"))
+    loop = stage("loop", "true", ["down.txt"], ["up/model.pt"])  # writes what `down` reads, and reads its output
+    with pytest.raises(ValueError, match="feed each other"):
+        rerun_stages(tmp_path, [down, loop], jobs=2)

@@ -101,9 +101,12 @@ def rerun_stages(work: Path, stages: list, jobs: int) -> None:
     logs.mkdir(parents=True, exist_ok=True)
     base = _env(work)
     pending, running = list(stages), {}
+    inputs_of = {s.name: [other.name for other in stages if other is not s and _feeds(other, s)] for s in stages}
     while pending or running:
-        unfinished = pending + [stage for stage, *_ in running.values()]
-        ready = [s for s in pending if not any(_feeds(other, s) for other in unfinished if other is not s)]
+        unfinished = {s.name for s in pending} | set(running)
+        ready = [s for s in pending if not unfinished.intersection(inputs_of[s.name])]
+        if not ready and not running:
+            raise ValueError(f"stages {', '.join(s.name for s in pending)} feed each other; name them apart")
         while ready and len(running) < jobs:
             stage = ready.pop(0)
             pending.remove(stage)

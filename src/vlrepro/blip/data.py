@@ -86,17 +86,17 @@ def bank_bytes(visual: torch.nn.Module, images: int) -> int:
     return 4 * images * (tokens + 1) * visual.embed_dim
 
 
-def check_bank_fits(visual: torch.nn.Module, images: int, limit_keys: str, share: float = 0.8) -> None:
+def check_bank_fits(visual: torch.nn.Module, images: int, fix: str, share: float = 0.8) -> None:
     """Stop before encoding when the bank would take more than ``share`` of the memory available now, rather
     than after hours of encoding in swap: at paper scale (COCO's 113k training images through a ViT-B/16)
-    it is about 70 GB."""
+    it is about 70 GB. Encoding holds it twice at its peak (the batches' outputs, then their concatenation).
+    ``fix`` says what the user can change."""
     import psutil
 
-    need, free = bank_bytes(visual, images), psutil.virtual_memory().available
+    need, free = 2 * bank_bytes(visual, images), psutil.virtual_memory().available
     if need > share * free:
-        raise MemoryError(f"the frozen-ViT image bank of {images:,} images needs {need / 1e9:.1f} GB in fp32, and "
-                          f"{free / 1e9:.1f} GB of memory is available: lower {limit_keys} in params.yaml, or run on "
-                          f"a machine with more memory")  # fmt: skip
+        raise MemoryError(f"encoding the frozen-ViT image bank of {images:,} images needs {need / 1e9:.1f} GB in "
+                          f"fp32 at its peak, and {free / 1e9:.1f} GB of memory is available: {fix}")  # fmt: skip
 
 
 def image_count(split: Split) -> int:
@@ -148,7 +148,8 @@ class TrainingImages:
         if self.human.images is not None and self.web.images is not None:  # the world: one pass, as ever
             return encode_images(visual, np.concatenate([self.human.images[: self.n_human],
                                                          self.web.images[: self.n_web]]))  # fmt: skip
-        check_bank_fits(visual, self.n_human + self.n_web, "blip.human_images and blip.web_images")
+        check_bank_fits(visual, self.n_human + self.n_web, "lower blip.data.human_images or blip.data.web_images "
+                        "in params.yaml, or run on a machine with more memory")  # fmt: skip
         human, web = encode_split(visual, self.human, self.n_human), encode_split(visual, self.web, self.n_web)
         return ImageBank(torch.cat([human.tokens, web.tokens]), torch.cat([human.pooled, web.pooled]))
 

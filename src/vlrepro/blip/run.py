@@ -122,7 +122,8 @@ class CaptionSet:
     @classmethod
     def load(cls, data_dir: Path, split: str, visual: torch.nn.Module, source: str = "world") -> CaptionSet:
         s = open_split(data_dir, "captions", split, source)
-        check_bank_fits(visual, image_count(s), f"the size of captions/{split} (its data.real conversion)")
+        check_bank_fits(visual, image_count(s), f"captions/{split} is evaluated whole; run on a machine with "
+                        "more memory")  # fmt: skip
         return cls(s, encode_split(visual, s), [r.text for r in s.records], record_images(s))
 
     def true_of(self, text: str, image: int) -> bool:

@@ -4,10 +4,11 @@
   seen. A batch that spans two epochs can hold an image twice; the loss then masks the pair that is not
   on the diagonal, so an image's own caption is never its negative.
 - Hard negatives (``clip.hard_negatives``): each caption also gets one copy with an attribute or shape word
-  swapped for another value ("a striped red heart" -> "a striped blue heart"), kept only when the world
-  says it is false of the image. It joins the image->text softmax of its image only, as NegCLIP's swapped
-  captions (Yuksekgonul et al., ICLR 2023): in-batch negatives rarely differ from a caption by one
-  attribute, which is what the zero-shot species prompts ("a checkered pink heart.") need.
+  swapped for another value ("a striped red heart" -> "a striped blue heart"), kept only when it is still a
+  sentence of the world's grammar and the world says it is false of the image. It joins the image->text
+  softmax of its image only, as NegCLIP's swapped captions (Yuksekgonul et al., ICLR 2023): in-batch negatives
+  rarely differ from a caption by one attribute, which is what the zero-shot species prompts ("a checkered
+  pink heart.") need.
 - ``evaluate_retrieval``: image->text and text->image R@1 on held-out captions (captions/test, 5 per image);
   strictly, a retrieved caption counts if it belongs to the query image; leniently (``lenient_*``, world
   splits only), also if the world says it is true of the query image (``data.world.captions``): many world
@@ -28,7 +29,7 @@ from tokenizers import Tokenizer
 from torch import Tensor, nn
 
 from vlrepro.data.records import Split, load_split
-from vlrepro.data.world.captions import caption_truth_matrix
+from vlrepro.data.world.captions import _parse_caption, caption_truth_matrix
 from vlrepro.data.world.vocab import CATEGORY_BY_NAME, COLOURS, PATTERNS, SIZES, WORDS, article, plural
 from vlrepro.losses.contrastive import info_nce
 from vlrepro.models.backbones import images_to_tensor
@@ -103,7 +104,7 @@ class CaptionPairs(torch.utils.data.Dataset):
             **pad_texts([t for _, t, _, _ in items], self.pad_id),
             "image_ids": torch.tensor([i for *_, i in items]),
         }
-        if self.negatives is not None:  # a caption without a false swap gets an empty row, masked in the loss
+        if self.negatives is not None:  # a caption without a false swap gets a [PAD] row, masked in the loss
             rows = [n if n is not None else torch.tensor([self.pad_id]) for _, _, n, _ in items]
             negatives = pad_texts(rows, self.pad_id)
             batch |= {"negative_ids": negatives["input_ids"], "negative_mask": negatives["attention_mask"],
@@ -112,9 +113,11 @@ class CaptionPairs(torch.utils.data.Dataset):
 
 
 def _false_swap(split: Split, text: str, image: int, rng: np.random.Generator) -> str | None:
-    """An attribute swap of ``text`` that the world says is false of ``image`` (one try), else None."""
+    """An attribute swap of ``text`` that the world says is false of ``image`` (one try), else None. A swap
+    outside the grammar ("a striped dark background") is refused: the world cannot judge it, and its
+    wording alone would give it away."""
     swapped = attribute_swap(text, rng)
-    if swapped is None or caption_truth_matrix(split, [swapped], [image])[0, 0]:
+    if swapped is None or _parse_caption(swapped) is None or caption_truth_matrix(split, [swapped], [image])[0, 0]:
         return None
     return swapped
 
@@ -127,19 +130,20 @@ def _encode_nested(tokenizer: Tokenizer, texts: list[list[str | None]], max_len:
 
 def clip_loss(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
     image_emb, text_emb, scale = model(batch["images"], batch["input_ids"], batch["attention_mask"])
-    loss = info_nce(image_emb, text_emb, scale, batch["image_ids"])
-    if "negative_ids" in batch:  # image -> text also against its own swapped caption, where it has one
-        negative = model.encode_text(batch["negative_ids"], batch["negative_mask"])
-        logits = scale * image_emb @ text_emb.t()
-        same = batch["image_ids"].unsqueeze(0) == batch["image_ids"].unsqueeze(1)
-        logits = logits.masked_fill(same & ~torch.eye(len(same), dtype=torch.bool), float("-inf"))
-        own = (scale * (image_emb * negative).sum(1)).masked_fill(~batch["has_negative"], float("-inf"))
-        with_negative = torch.cat([logits, own.unsqueeze(1)], dim=1)
-        targets = torch.arange(len(logits))
-        i2t = torch.nn.functional.cross_entropy(with_negative, targets)
-        t2i = torch.nn.functional.cross_entropy(logits.t(), targets)
-        loss = (i2t + t2i) / 2
-    return {"loss": loss, "temperature": 1.0 / scale.detach()}
+    if "negative_ids" not in batch:
+        return {"loss": info_nce(image_emb, text_emb, scale, batch["image_ids"]), "temperature": 1.0 / scale.detach()}
+    # image -> text also against the image's own swapped caption, where it has one (info_nce's masking, plus
+    # that column); under DDP the negatives go through the wrapped model's text tower
+    negative = getattr(model, "module", model).encode_text(batch["negative_ids"], batch["negative_mask"])
+    logits = scale * image_emb @ text_emb.t()
+    same = batch["image_ids"].unsqueeze(0) == batch["image_ids"].unsqueeze(1)
+    eye = torch.eye(len(same), dtype=torch.bool, device=same.device)
+    logits = logits.masked_fill(same & ~eye, float("-inf"))
+    own = (scale * (image_emb * negative).sum(1)).masked_fill(~batch["has_negative"], float("-inf"))
+    targets = torch.arange(len(logits), device=logits.device)
+    i2t = nn.functional.cross_entropy(torch.cat([logits, own.unsqueeze(1)], dim=1), targets)
+    t2i = nn.functional.cross_entropy(logits.t(), targets)
+    return {"loss": (i2t + t2i) / 2, "temperature": 1.0 / scale.detach()}
 
 
 @torch.no_grad()

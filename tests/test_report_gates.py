@@ -312,3 +312,7 @@ def test_a_claim_whose_variant_has_not_run_yet_is_not_testable(tmp_path):
     write_metrics(tmp_path / "smcim" / "y-0.json", "smcim", {}, variant="y", seed=0, claims=[claim])
     row = claims_ledger(collect(tmp_path), 0.05).iloc[0]
     assert row["verdict"] == NOT_TESTABLE and row["gates"] == "y recorded no metrics (not run)"
+    other = claim | {"claim": "z beats y", "variant": "z"}  # z has not run yet, y could not train
+    write_metrics(tmp_path / "smcim" / "y-1.json", "smcim", {}, variant="y", seed=1, claims=[other])
+    rows = claims_ledger(collect(tmp_path), 0.05).set_index("claim")
+    assert rows.loc["z beats y", "gates"] == "no runs of z yet; y recorded no metrics (not run)"

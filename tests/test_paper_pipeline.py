@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,7 +26,7 @@ from test_blip_real import TINY as BLIP_TINY
 from test_blip_real import write_fixture as write_captions
 from test_glip_real import CATEGORIES, _instances
 from test_glip_real import TINY as GLIP_TINY
-from test_pipeline import INPUTS, sh
+from test_pipeline import copy_repo, sh
 from test_real_cub import write_cub
 from test_smcim_real import TINY as SMCIM_TINY
 from test_smcim_real import write_fixture as write_refer
@@ -36,7 +34,6 @@ from test_smcim_real import write_fixture as write_refer
 from vlrepro.config import _merge
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 
 def write_datasets(root: Path) -> dict[str, str]:
@@ -81,19 +78,11 @@ def paper_fixture_params(paths: dict[str, str]) -> dict:
 @pytest.mark.paper_pipeline
 def test_paper_profile_repro_on_fixtures_ends_with_a_report(tmp_path):
     work = tmp_path / "repo"
-    for item in INPUTS:
-        src, dst = ROOT / item, work / item
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", ".ipynb_checkpoints"))
-        else:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
+    env = copy_repo(work)
     paths = write_datasets(tmp_path / "datasets")
     (work / "params.yaml").write_text(yaml.safe_dump(paper_fixture_params(paths), sort_keys=False))
     dvc_yaml = work / "dvc.yaml"  # one seed per run: this checks the wiring, not the numbers
     dvc_yaml.write_text(re.sub(r"seed: \[0, 1, 2\]", "seed: [0]", dvc_yaml.read_text()))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     env.pop("VLREPRO_PARAMS", None)
     env["PYTHONPATH"] = str(work / "src")  # the copy's code, which dvc.lock hashes, not the editable install's
     sh("git", "init", "-q", cwd=work, env=env)

@@ -38,9 +38,8 @@ def sh(*cmd: str, cwd: Path, env: dict) -> str:
     return proc.stdout
 
 
-@pytest.fixture(scope="module")
-def smoke_repo(tmp_path_factory):
-    work = tmp_path_factory.mktemp("smoke") / "repo"
+def copy_repo(work: Path) -> dict[str, str]:
+    """The pipeline's inputs copied to ``work``; returns the environment its commands run in."""
     for item in INPUTS:
         src, dst = ROOT / item, work / item
         if src.is_dir():
@@ -48,10 +47,7 @@ def smoke_repo(tmp_path_factory):
         else:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["profile"] = "smoke"
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {
+    return {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "DVC_NO_ANALYTICS": "1",
@@ -60,6 +56,15 @@ def smoke_repo(tmp_path_factory):
         "GIT_COMMITTER_NAME": "t",
         "GIT_COMMITTER_EMAIL": "t@t",
     }
+
+
+@pytest.fixture(scope="module")
+def smoke_repo(tmp_path_factory):
+    work = tmp_path_factory.mktemp("smoke") / "repo"
+    env = copy_repo(work)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["profile"] = "smoke"
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", cwd=work, env=env)
     sh("git", "add", "-A", cwd=work, env=env)
     sh("git", "commit", "-qm", "smoke", cwd=work, env=env)

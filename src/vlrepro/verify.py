@@ -116,15 +116,15 @@ def rerun_stages(work: Path, stages: list, jobs: int) -> None:
             env = {**base, **ONE_THREAD} if "@" in stage.name else base
             log = open(logs / f"{stage.name}.log", "w")  # noqa: SIM115  # closed when the process ends
             proc = subprocess.Popen(stage.cmd, shell=True, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
-            running[stage.name] = (stage, proc, log, time.perf_counter())
+            running[stage.name] = (proc, log, time.perf_counter())
         time.sleep(0.5)
-        for name, (_, proc, log, t0) in list(running.items()):
+        for name, (proc, log, t0) in list(running.items()):
             if proc.poll() is None:
                 continue
             log.close()
             del running[name]
             if proc.returncode:
-                for _, other, _, _ in running.values():
+                for other, _, _ in running.values():
                     other.kill()
                 raise subprocess.CalledProcessError(proc.returncode, f"{name} (log: {log.name})")
             print(f"{name}: done in {time.perf_counter() - t0:.0f} s", flush=True)

@@ -87,6 +87,8 @@ def stages(P, runs: dict[str, int]) -> list[tuple[str, int, int, list[Pass], int
     albef = [Pass("vit_b", world, True), Pass("vit_b", world, False),  # the model and its momentum copy
              Pass("minilm", amc.max_len, True, 5),  # ITC text, ITM positive + 2 negatives, MLM
              Pass("minilm", amc.max_len, False, 2)]  # fmt: skip
+    glip_passes = [Pass("resnet50", glip.real.image_size, True), Pass("minilm", glip.train.max_prompt_tokens, False)]
+    med = [Pass("minilm", 40, True, 3), Pass("minilm", 40, False, 1)]  # ITC/ITM encoder passes and the LM decoder
     return [
         ("pretrain: cnn", 1, pre.cnn.steps * pre.cnn.batch_size, [Pass("resnet50", world, True)], 0),
         ("pretrain: vit", 1, pre.vit.steps * pre.vit.batch_size, [Pass("vit_b", world, True)], 0),
@@ -98,13 +100,15 @@ def stages(P, runs: dict[str, int]) -> list[tuple[str, int, int, list[Pass], int
         ("amc", runs["amc"], amc.steps * amc.batch_size, [*albef, Pass("minilm", amc.max_len, True)], 0),  # + GradCAM
         ("smcim", runs["smcim"], smcim.train.steps * smcim.train.batch_size,
          [Pass("resnet50", smcim.image_size, True), Pass("minilm", smcim.max_len, True)], 0),
-        ("glip", runs["glip"], glip.train.steps * glip.train.batch_size,
-         [Pass("resnet50", glip.real.image_size, True), Pass("minilm", glip.train.max_prompt_tokens, False)], 0),
+        ("glip", runs["glip"], glip.train.steps * glip.train.batch_size, glip_passes, 0),
+        ("glip_transfer (both modes)", runs["glip_transfer"],
+         2 * len(glip.transfer.shots) * glip.transfer.steps * glip.transfer.batch_size, glip_passes, 0),
         ("ala + ala_baselines", runs["ala"] + runs["ala_baselines"], ala.train.steps * ala.train.batch_size,
          [Pass("vit_b", 224, False)], 0),
-        ("blip + capfilt + bootstrap", runs["blip"] + runs["blip_capfilt"] + runs["blip_bootstrap"],
-         blip.train.steps * blip.train.batch_size, [Pass("minilm", 40, True, 3), Pass("minilm", 40, False, 1)],
-         113_287),  # ITC/ITM encoder passes and the LM decoder; COCO Karpathy train + restval images per bank
+        ("blip + blip_bootstrap", runs["blip"] + runs["blip_bootstrap"], blip.train.steps * blip.train.batch_size,
+         med, 113_287),  # COCO Karpathy train + restval images per bank
+        ("blip_capfilt (2 fine-tunes)", runs["blip_capfilt"],
+         2 * blip.capfilt.steps * (blip.capfilt.batch_size or blip.train.batch_size), med, 113_287),
     ]  # fmt: skip
 
 

@@ -61,7 +61,7 @@ def write_fixture(root: Path) -> dict[str, str]:
 TINY = {  # the paper profile's recipe, shrunk as profiles.smoke shrinks the default one
     "model": {"queue_size": 8, "alpha_ramp_steps": 2},
     "train": {"steps": 2, "batch_size": 4, "warmup_steps": 0, "eval_every": 1},
-    "capfilt": {"steps": 2},
+    "capfilt": {"steps": 2, "batch_size": 4},
     "eval": {"k": 2, "max_len": 5, "min_len": 2, "batch_size": 8, "curve_pairs": 4},
     "examples": 2,
 }

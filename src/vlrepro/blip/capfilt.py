@@ -68,7 +68,7 @@ def bootstrap(p: BLIPParams, seed: int, data_dir: Path, clip_dir: Path, base_sta
     for name, weights in FINE_TUNES.items():
         models[name] = copy.deepcopy(base)
         train(models[name], human, data, bank, tokenizer, p, seed, steps=p.capfilt.steps, lr=p.capfilt.lr,
-              weights=weights)  # fmt: skip
+              batch_size=p.capfilt.batch_size, weights=weights)  # fmt: skip
         models[name].eval()
     web, images = web_records(data), web_images(data)  # per web caption; per web image (the world: the same)
     rows, image_rows = [data.n_human + i for i, _ in web], [data.n_human + i for i in images]

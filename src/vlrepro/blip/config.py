@@ -58,6 +58,7 @@ class BootstrapParams(Section):
 
 class CapFiltParams(Section):
     steps: int = Field(300, ge=1, description="fine-tuning steps of the captioner and of the filter (human set)")
+    batch_size: int | None = Field(None, ge=1, description="fine-tuning batch; null: train.batch_size")
     lr: float = Field(2e-4, gt=0)
     top_p: float = Field(0.9, gt=0, le=1, description="nucleus sampling (BLIP 0.9)")
     threshold: float = Field(0.5, gt=0, lt=1, description="the filter keeps texts with ITM match probability >= this")

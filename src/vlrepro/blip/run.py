@@ -79,10 +79,11 @@ def param_groups(model: BLIP, lr: float, encoder_lr: float) -> list[dict[str, An
 
 
 def train(model: BLIP, pairs: Pairs, images: TrainingImages, bank: ImageBank, tokenizer: Any, p: BLIPParams,
-          seed: int, *, steps: int | None = None, lr: float | None = None,
+          seed: int, *, steps: int | None = None, lr: float | None = None, batch_size: int | None = None,
           weights: tuple[float, float, float] = (1, 1, 1), evaluate: Callable | None = None) -> list[dict]:  # fmt: skip
-    """Train ``model`` in place on ``pairs`` (``weights`` of ITC, ITM, LM); returns the history. ``steps``
-    and ``lr`` (both parameter groups) default to ``train``'s recipe (CapFilt's fine-tuning sets them)."""
+    """Train ``model`` in place on ``pairs`` (``weights`` of ITC, ITM, LM); returns the history. ``steps``,
+    ``lr`` (both parameter groups) and ``batch_size`` default to ``train``'s recipe (CapFilt's fine-tuning sets
+    them)."""
     t, m = p.train, p.model
     steps = steps or t.steps
     truth = images.truth if t.world_negatives else None
@@ -97,9 +98,10 @@ def train(model: BLIP, pairs: Pairs, images: TrainingImages, bank: ImageBank, to
 
     groups = param_groups(model, lr or t.lr, lr or t.encoder_lr)
     cfg = TrainConfig(
-        steps=steps, batch_size=t.batch_size, lr=lr or t.lr, weight_decay=t.weight_decay, schedule="cosine",
-        warmup_steps=min(t.warmup_steps, steps - 1), seed=seed, ckpt_every=0, log_every=max(10, steps // 50),
-        eval_every=t.eval_every if evaluate else 0, progress=False, cpu_precision=t.precision,
+        steps=steps, batch_size=batch_size or t.batch_size, lr=lr or t.lr, weight_decay=t.weight_decay,
+        schedule="cosine", warmup_steps=min(t.warmup_steps, steps - 1), seed=seed, ckpt_every=0,
+        log_every=max(10, steps // 50), eval_every=t.eval_every if evaluate else 0, progress=False,
+        cpu_precision=t.precision,
     )  # fmt: skip
     with run_dir(f"blip-{seed}") as tmp:
         result = fit(model, data, loss, cfg, tmp, collate_fn=data.collate, evaluate=evaluate, param_groups=groups,

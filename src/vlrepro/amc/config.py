@@ -103,6 +103,8 @@ class AMCParams(Section):
                                              "(Visual Genome, Flickr30k Entities, RefCOCO+)")
     train_set: Literal["vg"] = Field("vg", description="box-annotated region descriptions (one box each)")
     train_limit: int | None = Field(None, ge=1, description="first N training regions (null = all)")
+    exclude_eval_images: bool = Field(True, description="real data: leave out the training regions of images the "
+                                      "evaluation scores (Visual Genome holds RefCOCO+ and Flickr30k test images)")
     vision_trainable_blocks: int | None = Field(
         1, ge=0, description="last ViT blocks fine-tuned (null = all, as ALBEF; 0 = frozen ViT). The default "
         "profile trains one of four: the frozen prefix runs once per batch without autograd (CPU budget)"

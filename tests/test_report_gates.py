@@ -296,8 +296,8 @@ def test_gates_must_be_a_list_of_rows(tmp_path):
 def test_a_claim_whose_variant_has_not_run_yet_is_not_testable(tmp_path):
     # a matrix finished in part: the claim row names a variant without files; the ledger still builds
     from vlrepro.io import write_metrics
-    from vlrepro.report import collect
     from vlrepro.report.claims import NOT_TESTABLE, claims_ledger
+    from vlrepro.report.collect import collect
 
     claim = {"paper": "SMCIM", "claim": "x beats y", "metric": "acc", "variant": "x", "reference_variant": "y",
              "higher_is_better": True}

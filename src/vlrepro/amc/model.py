@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from vlrepro.explain.gradcam import AttentionRecorder, attention_gradcam, upsample
 from vlrepro.losses.contrastive import LogitScale
+from vlrepro.models import register_kind
 from vlrepro.models.backbones import ViTBackbone, ViTConfig
 from vlrepro.models.clip import DualEncoder
 from vlrepro.models.text import TextConfig, TextEncoder
@@ -290,3 +291,6 @@ class ALBEF(nn.Module):
             heat = attention_gradcam(logits[:, 1].sum(), rec.last, attention_mask, self.grid,
                                      self.visual.num_prefix_tokens)
         return upsample(heat.detach(), size or tuple(images.shape[-2:]))
+
+
+register_kind("albef", __name__, "ALBEF", "ALBEFConfig", reads_text=True)  # the amc_pretrain stage's checkpoint

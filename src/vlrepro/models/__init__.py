@@ -32,8 +32,7 @@ KINDS: dict[str, tuple[str, str, str, bool]] = {
     "text": ("vlrepro.models.text", "TextEncoder", "TextConfig", True),
     "clip": ("vlrepro.models.clip", "DualEncoder", "CLIPConfig", True),
     "rec": ("vlrepro.models.rec", "RECModel", "RECConfig", True),
-    "albef": ("vlrepro.amc.model", "ALBEF", "ALBEFConfig", True),  # the amc_pretrain stage's checkpoint
-}
+}  # a paper's own model adds its kind when its module is imported (register_kind): vlrepro.amc.model, albef
 _EXPORTS = {
     "CNNBackbone": "backbones", "CNNConfig": "backbones", "ViTBackbone": "backbones", "ViTConfig": "backbones",
     "images_to_tensor": "backbones", "TextEncoder": "text", "TextConfig": "text", "train_wordpiece": "text",
@@ -41,7 +40,7 @@ _EXPORTS = {
     "CLIPConfig": "clip", "RECModel": "rec", "RECConfig": "rec",
 }  # fmt: skip
 
-__all__ = sorted([*_EXPORTS, "KINDS", "config_from_dict", "load_pretrained", "save_pretrained"])
+__all__ = sorted([*_EXPORTS, "KINDS", "config_from_dict", "load_pretrained", "register_kind", "save_pretrained"])
 
 
 def __getattr__(name: str) -> Any:
@@ -51,9 +50,16 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
 
 
+def register_kind(kind: str, module: str, model_cls: str, cfg_cls: str, reads_text: bool) -> None:
+    """Let ``save_pretrained`` / ``load_pretrained`` handle ``module.model_cls``: a paper's own model calls this
+    in its module, so that this package imports no paper's code (and no paper's stage depends on another's)."""
+    KINDS[kind] = (module, model_cls, cfg_cls, reads_text)
+
+
 def _classes(kind: str) -> tuple[type[nn.Module], type, bool]:
     if kind not in KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}")
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)} (a paper's model registers its "
+                         f"kind when its module is imported: the amc_pretrain stage's albef, with vlrepro.amc.model)")
     module, model_cls, cfg_cls, reads_text = KINDS[kind]
     mod = importlib.import_module(module)
     return getattr(mod, model_cls), getattr(mod, cfg_cls), reads_text

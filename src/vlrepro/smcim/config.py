@@ -16,7 +16,7 @@ from vlrepro.config import ConfigError, Section, with_overrides
 
 REFERRING_SETS = ("refcoco", "refcoco+", "refcocog")
 EVAL_SPLITS = ("val", "testA", "testB")
-# The scored splits of each real set as the `data` stage converts it (vlrepro.data.real.suite.REFER_SETS):
+# The scored splits of each real set as the `data` stage converts it (vlrepro.data.real.refer.REFER_SETS):
 # RefCOCO and RefCOCO+ (unc) have testA / testB, RefCOCOg (umd) one test split.
 REAL_EVAL_SPLITS = {"refcoco": ("val", "testA", "testB"), "refcoco+": ("val", "testA", "testB"),
                     "refcocog": ("val", "test")}  # fmt: skip

@@ -13,7 +13,8 @@ from vlrepro.io import write_json, write_metrics
 from vlrepro.report import GATE_COLUMNS, build_report
 from vlrepro.report.claims import NOT_TESTABLE, REPRODUCED, VERDICTS, claims_ledger
 from vlrepro.report.collect import collect
-from vlrepro.report.gates import GateError, evaluate_gates
+from vlrepro.report.gate_rows import GateError
+from vlrepro.report.gates import evaluate_gates
 
 ACC, RANDOM = "refcoco.val.acc@0.5", "refcoco.val.random_object_acc@0.5"
 # variant → seed → (acc, random-object acc); full beats transformer by 0.10–0.12 at every seed

@@ -2,10 +2,13 @@
 
 The deps are per file (or per folder where a stage reads the whole folder), so a change re-runs only the
 stages that read the changed code; this test keeps that list from missing a file. Imports are found
-statically in every ``import`` statement, function-level ones too, plus the library's three dynamic kinds:
-a package's lazy ``__getattr__`` table (``from vlrepro.data.world import build_split``), a module path
-written as a string (``models.KINDS``), and ``vlrepro.<section>.config`` of each params section a stage
-validates. A notebook stage adds its notebook's code cells.
+statically in every ``import`` statement, function-level ones too, plus the library's dynamic kinds: a
+package's lazy ``__getattr__`` table (``from vlrepro.data.world import build_split``), a module path written
+as a string (``models.KINDS``), ``vlrepro.<section>.config`` of each params section a stage validates (its
+dvc.yaml params, ``--sections``, and ``sections=[...]`` literals in the code), and a package's data file
+whose name a module of that package writes as a string (``resources.files(...).joinpath("papers.yaml")``).
+A notebook stage adds its notebook's code cells. Not followed: attribute access on a lazy package
+(``import vlrepro.report as r; r.build_report``) and commands a notebook runs in a shell (``!python -m``).
 """
 
 from __future__ import annotations
@@ -64,11 +67,19 @@ def imported(name: str, path: Path, source: str | None = None) -> set[str]:
                     out.add(f"{base}.{lazy[a.name]}")
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and MODULE.match(node.value):
             out.add(node.value)
+        elif isinstance(node, ast.keyword) and node.arg == "sections" and isinstance(node.value, ast.List | ast.Tuple):
+            out |= {f"vlrepro.{e.value}.config" for e in node.value.elts if isinstance(e, ast.Constant)}
     return out
 
 
+def data_files(path: Path) -> set[Path]:
+    """The non-Python files of ``path``'s package that its source names as string constants."""
+    names = {n.value for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Constant)}
+    return {f for f in path.parent.iterdir() if f.is_file() and f.suffix != ".py" and f.name in names}
+
+
 def closure(roots: set[str]) -> set[Path]:
-    """Files of every ``vlrepro`` module reachable from ``roots``, parent packages included."""
+    """Files of every ``vlrepro`` module reachable from ``roots``, parent packages and data files included."""
     seen: dict[str, Path] = {}
     todo = list(roots)
     while todo:
@@ -79,7 +90,7 @@ def closure(roots: set[str]) -> set[Path]:
         parts = name.split(".")
         todo += [".".join(parts[:i]) for i in range(1, len(parts))]
         todo += imported(name, path)
-    return set(seen.values())
+    return set(seen.values()).union(*(data_files(p) for p in seen.values()))
 
 
 def stage_roots(stage: dict) -> set[str]:
@@ -116,3 +127,6 @@ def test_the_closure_follows_lazy_tables_and_module_strings():
     assert "vlrepro/models/clip.py" in files  # named in models.KINDS only
     world = imported("x", ROOT / "x.py", "from vlrepro.data.world import build_split\n")
     assert "vlrepro.data.world.suite" in world  # through the package's _EXPORTS table
+    assert "vlrepro.glip.config" in imported("x", ROOT / "x.py", "load_params(p, sections=['glip'])\n")
+    report = {str(f.relative_to(SRC)) for f in closure({"vlrepro.report.references"})}
+    assert "vlrepro/report/references.yaml" in report and "vlrepro/report/papers.yaml" not in report

@@ -122,7 +122,7 @@ def write_metrics(
     if claims is not None:
         doc["claims"] = _jsonable(claims)
     if gates is not None:
-        from vlrepro.report.gate_rows import check_gates  # here, not at the top: the report package imports this module
+        from vlrepro.report.gate_rows import check_gates  # only when there are gate rows (pydantic's import)
 
         doc["gates"] = _jsonable(gates)
         check_gates(doc["gates"], str(path), variant, doc["metrics"])

@@ -53,6 +53,9 @@ def info_nce(
     targets = torch.arange(len(logits), device=logits.device)
     t2i = F.cross_entropy(logits.t(), targets)
     if negative_emb is not None:
+        if negative_emb.shape != image_emb.shape:
+            raise ValueError(f"negative_emb {tuple(negative_emb.shape)}: expected one per image, "
+                             f"{tuple(image_emb.shape)}")
         own = scale * (image_emb * negative_emb).sum(1)
         if has_negative is not None:
             own = own.masked_fill(~has_negative, float("-inf"))

@@ -23,7 +23,7 @@ class GateError(ValueError):
 
 
 class GateRow(BaseModel):
-    """The row format a stage writes into its metrics JSON (see the module docstring)."""
+    """The row format a stage writes into its metrics JSON (see :mod:`vlrepro.report.gates`)."""
 
     # strict: a quoted "2.0" or a misspelt key is an error rather than silently coerced or dropped
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)

@@ -41,10 +41,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from vlrepro.report.collect import Collection, ordered_stages
-from vlrepro.report.gate_rows import RULES, GateError, GateRow, check_gates, parse_gate_row
-
-__all__ = ["GATE_COLUMNS", "RULES", "Gate", "GateError", "GateRow", "bar", "check_gates", "evaluate_gates",
-           "gate_rows", "gate_verdict", "gates_csv", "parse_gate_row"]  # fmt: skip
+from vlrepro.report.gate_rows import RULES, GateError, GateRow, parse_gate_row
 
 GATE_COLUMNS: list[str] = [
     "paper", "variant", "metric", "value", "control", "control_value", "bar", "passed",

@@ -5,7 +5,8 @@ test images and COCO's val2017 among them); its ``flickr_id`` is the Flickr phot
 Flickr30k's images, so Flickr30k Entities' test images can be among them too. Trained on VG regions,
 AMC would see the boxes of the images its pointing game scores, and GLIP the novel objects of its zero-shot
 test images. MDETR's curated grounding data (which GLIP trains on) drops such images; so does
-:func:`without_images_of`, for every paper that trains on VG.
+:func:`without_images_of`, for the box-supervised training of AMC and GLIP. AMC's ALBEF pre-training phase
+(`amc_pretrain`, texts without boxes) keeps them, as ALBEF's own pre-training on COCO and VG did.
 
 An image is named by its source and that source's id: ``("coco", id)`` for RefCOCO/+/g and the COCO
 adapters (their ``image_id`` is the COCO id), ``("flickr", id)`` for Flickr30k Entities, and a VG record's

@@ -86,7 +86,7 @@ def write_fixture(root: Path) -> dict[str, str]:
 
 
 TINY = {  # the paper profile's recipe, shrunk: a few steps, small batches
-    "steps": 2, "batch_size": 4, "warmup_steps": 0, "vision_trainable_blocks": 1, "text_layers": 1,
+    "steps": 2, "batch_size": 4, "warmup_steps": 0, "vision_trainable_blocks": 1, "text_layers": 1, "workers": 2,
     "pretrain": {"sets": ["captions", "flickr", "vg"], "steps": 2, "batch_size": 4, "warmup_steps": 0,
                  "eval_every": 0, "eval_samples": 4},
     "eval": {"max_samples": None, "batch_size": 8, "heatmap_images": 2, "curve_every": 1, "curve_samples": 4},

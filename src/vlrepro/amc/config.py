@@ -118,6 +118,8 @@ class AMCParams(Section):
     weight_decay: float = Field(0.02, ge=0)
     warmup_steps: int = Field(100, ge=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine ends at lr * this (card: 1e-5 -> 1e-6)")
+    workers: int = Field(0, ge=0, description="DataLoader processes decoding real images beside the training "
+                         "process, both phases (0: none); batches do not depend on it")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="training autocast on CPU, both phases (bf16: 1.3x faster steps in "
         "benchmarks/bench_train.py); evaluation stays fp32")

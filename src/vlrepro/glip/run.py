@@ -140,7 +140,7 @@ def train_config(p: GLIPParams, seed: int) -> TrainConfig:
     return TrainConfig(
         steps=t.steps, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, schedule="cosine",
         warmup_steps=min(t.warmup_steps, t.steps - 1), seed=seed, ckpt_every=0, log_every=max(10, t.steps // 100),
-        eval_every=t.eval_every, progress=False, cpu_precision=t.precision,
+        eval_every=t.eval_every, progress=False, cpu_precision=t.precision, num_workers=t.workers,
     )  # fmt: skip
 
 

@@ -69,6 +69,8 @@ class TrainParams(Section):
     )  # fmt: skip
     eval_every: int = Field(0, ge=0, description="steps between val evaluations (learning curve); 0 = at the end")
     eval_limit: int = Field(600, ge=1, description="val expressions (first eval set) scored for the learning curve")
+    workers: int = Field(0, ge=0, description="DataLoader processes decoding real images beside the training "
+                         "process (0: none); batches do not depend on it")
 
     @field_validator("lr_drops")
     @classmethod

@@ -7,6 +7,7 @@ their names. Defaults are the `default` profile (embedded world, 2-core CPU).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -82,6 +83,10 @@ class ALBEFPretrainParams(Section):
     sets: tuple[str, ...] = Field(("captions", "flickr", "vg"), min_length=1,
                                   description="world sets whose train texts (whole captions, region "
                                   "descriptions) are the pairs")
+    weights: Path | None = Field(None, description="ALBEF's released ALBEF.pth (14M images), where the paper "
+                                 "starts: the phase loads it instead of pre-training from CLIP (sets, steps unused)")
+    tokenizer: Path | None = Field(None, description="with weights: the checkpoint's bert-base-uncased tokenizer "
+                                   "(tokenizer.json or its folder); null = MiniLM's bundled copy of that vocabulary")
     steps: int = Field(3000, ge=0, description="0 = no pre-training phase: the AMC runs start from CLIP")
     batch_size: int = Field(32, ge=2)
     lr: float = Field(1e-3, gt=0, description="peak lr of the new parts (cross-attention, ITM head)")

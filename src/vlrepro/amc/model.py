@@ -42,6 +42,7 @@ class ALBEFConfig:
     momentum: float = 0.995  # EMA of the momentum encoders
     distill_alpha: float = 0.4  # weight of the momentum model's soft ITC targets
     vision_trainable_blocks: int | None = None  # last ViT blocks that train (None = all; 0 = frozen ViT)
+    proj_bias: bool = False  # ITC projections with a bias: ALBEF's own have one, the CLIP-initialised ones none
 
     @property
     def fusion_layers(self) -> int:
@@ -118,8 +119,8 @@ class ALBEF(nn.Module):
             FusionLayer(BertLayer(bert_cfg), bert_cfg, self.visual.embed_dim) for _ in range(cfg.fusion_layers)
         )
         hidden = cfg.text.hidden_size
-        self.image_proj = nn.Linear(self.visual.embed_dim, cfg.embed_dim, bias=False)
-        self.text_proj = nn.Linear(hidden, cfg.embed_dim, bias=False)
+        self.image_proj = nn.Linear(self.visual.embed_dim, cfg.embed_dim, bias=cfg.proj_bias)
+        self.text_proj = nn.Linear(hidden, cfg.embed_dim, bias=cfg.proj_bias)
         self.logit_scale = LogitScale(cfg.init_temperature)
         self.itm_head = nn.Linear(hidden, 2)
         # Momentum encoders (ITC distillation): EMA copies, never trained by the optimizer.

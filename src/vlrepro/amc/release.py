@@ -34,8 +34,8 @@ from vlrepro.models.text import TextConfig, load_tokenizer, minilm_dir
 # ALBEF's image normalisation (its data transforms), not timm's ViT default
 MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 HEAD_DIM = 64
-# release entries that this model does not hold: the ITC queues and position-id buffers
-DROPPED = re.compile(r"(^|\.)(image_queue|text_queue|idx_queue|queue_ptr\w*|position_ids)$")
+# release entries that this model does not hold: the ITC queues, position-id buffers, an unused BERT pooler
+DROPPED = re.compile(r"(^|\.)(image_queue|text_queue|idx_queue|queue_ptr\w*|position_ids)$|\.pooler\.")
 
 
 def read_release(path: str | Path) -> dict[str, Tensor]:

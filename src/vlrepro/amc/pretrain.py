@@ -71,8 +71,14 @@ def build_start(params: AMCParams, ckpt_dir: Path, seed: int) -> ALBEF:
         return build_from_clip(params, ckpt_dir, seed)
     from vlrepro.amc.release import albef_from_release
 
-    return albef_from_release(p.weights, p.tokenizer, momentum=params.momentum, distill_alpha=params.distill_alpha,
-                              vision_trainable_blocks=params.vision_trainable_blocks)  # fmt: skip
+    model = albef_from_release(p.weights, p.tokenizer, momentum=params.momentum, distill_alpha=params.distill_alpha,
+                               vision_trainable_blocks=params.vision_trainable_blocks)  # fmt: skip
+    release = {"text_layers": model.config.text_layers, "text_pooling": model.text.config.pooling}
+    if differ := {k: v for k, v in release.items() if getattr(params, k) != v}:
+        raise ValueError(f"amc.pretrain.weights: ALBEF's release has {differ}, the amc section says "
+                         f"{ {k: getattr(params, k) for k in differ} }; set them as the release has them (the "
+                         f"runs check both)")  # fmt: skip
+    return model
 
 
 def pretrain_albef(params: AMCParams, data_dir: Path, ckpt_dir: Path, out_dir: Path, seed: int = 0) -> dict[str, Any]:
@@ -96,7 +102,7 @@ def pretrain_albef(params: AMCParams, data_dir: Path, ckpt_dir: Path, out_dir: P
         history += train_albef(model, train, collate, params, p, seed, NO_AMC, f"albef-{seed}", evaluate,
                                p.eval_every).history  # fmt: skip
     model = model.cpu().eval()
-    after = evaluate(model)
+    after = evaluate(model) if steps else before
     metrics = {**{k: {"pretrained": v, "untrained": before[k]} for k, v in after.items()},
                "steps": steps, "seconds": time.perf_counter() - t0}  # fmt: skip
     save_pretrained(model, out_dir, meta={"metrics": metrics})

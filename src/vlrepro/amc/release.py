@@ -13,13 +13,15 @@ The release is a ``torch.save`` of ``{"model": state_dict, ...}`` in the layout 
 
 Every architectural size is read from the tensors' shapes (heads: width / 64, as ViT-B and BERT-base); the
 tokenizer is BERT-base-uncased's WordPiece, by default the copy bundled with MiniLM (the same vocabulary).
-Images are normalised with ALBEF's mean and standard deviation. Loading is strict both ways: a release key
-with no place here, or a parameter here that the release does not fill, is an error naming the keys.
+Images are normalised with ALBEF's mean and standard deviation, and BERT keeps ALBEF's dropout (0.1). Apart
+from what is listed above as not kept, a release key with no place here, or a parameter here that the
+release does not fill, is an error naming the keys.
 """
 
 from __future__ import annotations
 
 import math
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from vlrepro.models.text import TextConfig, load_tokenizer, minilm_dir
 # ALBEF's image normalisation (its data transforms), not timm's ViT default
 MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 HEAD_DIM = 64
+MAX_SCALE = 100.0  # LogitScale's cap on 1 / temperature (ALBEF's own allows 1,000)
 # release entries that this model does not hold: the ITC queues, position-id buffers, an unused BERT pooler
 DROPPED = re.compile(r"(^|\.)(image_queue|text_queue|idx_queue|queue_ptr\w*|position_ids)$|\.pooler\.")
 
@@ -44,7 +47,10 @@ def read_release(path: str | Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: ALBEF checkpoint not found (amc.pretrain.weights; weights are never "
                                 f"downloaded: give the local ALBEF.pth)")  # fmt: skip
-    doc = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # the file also holds the optimizer and config: plain containers, which weights_only accepts
+        doc = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path}: not loadable as tensors only ({e}); give ALBEF's own checkpoint file") from None
     state = doc.get("model", doc) if isinstance(doc, dict) else None
     if not isinstance(state, dict) or "visual_encoder.pos_embed" not in state:
         raise ValueError(f"{path}: not an ALBEF checkpoint (no 'visual_encoder.pos_embed' in its 'model' state)")
@@ -72,11 +78,15 @@ def release_config(state: dict[str, Tensor], **overrides: Any) -> ALBEFConfig:
         intermediate_size=state["text_encoder.bert.encoder.layer.0.intermediate.dense.weight"].shape[0],
         max_position=state["text_encoder.bert.embeddings.position_embeddings.weight"].shape[0],
         type_vocab_size=state["text_encoder.bert.embeddings.token_type_embeddings.weight"].shape[0],
-        pooling="cls", mlm_head=True,
+        pooling="cls", mlm_head=True, dropout=0.1,
     )  # fmt: skip
+    temperature = float(state["temp"])
+    if temperature < 1 / MAX_SCALE:
+        raise ValueError(f"the ALBEF checkpoint's temperature {temperature:.4g} is below 1/{MAX_SCALE:g}, the "
+                         f"smallest vlrepro's LogitScale keeps; it would be clamped")  # fmt: skip
     embed_dim = state["vision_proj.weight"].shape[0]
     return ALBEFConfig(vision=vision, text=text, text_layers=min(fusion), embed_dim=embed_dim,
-                       init_temperature=max(float(state["temp"]), 0.01), proj_bias=True, **overrides)  # fmt: skip
+                       init_temperature=temperature, proj_bias=True, **overrides)  # fmt: skip
 
 
 def our_key(key: str, text_layers: int) -> str | None:
@@ -91,7 +101,7 @@ def our_key(key: str, text_layers: int) -> str | None:
         name = f"{'image_proj' if online == 'vision_proj' else 'text_proj'}.{rest}"
     elif online == "text_encoder":
         if rest == "cls.predictions.decoder.weight":
-            return None  # tied to the word embeddings, here as in ALBEF
+            return None  # tied to the word embeddings, here as in ALBEF (albef_from_release checks it)
         if rest.startswith("cls."):
             name = f"text.mlm_head.{rest.removeprefix('cls.')}"
         elif m := re.match(r"bert\.encoder\.layer\.(\d+)\.(.*)", rest):
@@ -122,6 +132,10 @@ def albef_from_release(path: str | Path, tokenizer: str | Path | None = None, **
     holding one (default: MiniLM's bundled bert-base-uncased vocabulary); ``overrides``: ALBEFConfig fields
     the training sets (momentum, distill_alpha, vision_trainable_blocks)."""
     state = read_release(path)
+    for prefix in ("text_encoder", "text_encoder_m"):
+        decoder = state.get(f"{prefix}.cls.predictions.decoder.weight")
+        if decoder is not None and not torch.equal(decoder, state[f"{prefix}.bert.embeddings.word_embeddings.weight"]):
+            raise ValueError(f"{path}: {prefix}'s MLM decoder is not tied to its word embeddings, as ALBEF's is")
     cfg = release_config(state, **overrides)
     tok_path = Path(tokenizer).expanduser() if tokenizer is not None else minilm_dir()
     tok = load_tokenizer(tok_path / "tokenizer.json" if tok_path.is_dir() else tok_path)

@@ -14,7 +14,7 @@ from vlrepro.config import ConfigError
 from vlrepro.data.world.config import WorldConfig
 from vlrepro.data.world.suite import build_suite
 from vlrepro.models.backbones import ViTBackbone, ViTConfig
-from vlrepro.report.gates import GateError, check_gates
+from vlrepro.report.gate_rows import GateError, check_gates
 
 TINY = {
     "referring": {"train": 2, "val": 2, "testA": 2, "testB": 2},

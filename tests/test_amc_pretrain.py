@@ -1,6 +1,10 @@
 """The AMC recipe's pieces: mean-pooled ITC text, random ITM negatives, box-free caption pairs and the ALBEF
 checkpoint round trip (the pre-training phase itself runs in the smoke pipeline, tests/test_pipeline.py)."""
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -84,6 +88,12 @@ def test_albef_checkpoint_round_trip_and_new_phase_settings(tmp_path):
     unfrozen = loaded.with_config(vision_trainable_blocks=None)
     assert unfrozen.frozen_blocks == 0 and all(p.requires_grad for p in unfrozen.visual.parameters())
     assert torch.equal(unfrozen.itm_head.weight, loaded.itm_head.weight)
+    # the models package does not know ALBEF: the checkpoint names the module that registers it, so a fresh
+    # process loads it without importing AMC's code first
+    assert json.loads((tmp_path / "albef" / "config.json").read_text())["module"] == "vlrepro.amc.model"
+    code = f"from vlrepro.models import load_pretrained; print(type(load_pretrained({str(tmp_path / 'albef')!r})))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "vlrepro.amc.model.ALBEF" in out.stdout, out.stderr
 
 
 def test_params_pretrain_section_rejects_unknown_sets():

@@ -55,8 +55,8 @@ def _flickr(root: Path, images: Path) -> Path:
 def _vg(root: Path) -> Path:
     (root / "VG_100K").mkdir(parents=True)
     image_data, regions = [], []
-    for image_id, w, h in ((1, 100, 70), (2, 70, 100)):
-        image_data.append({"width": w, "height": h, "image_id": image_id, "coco_id": None, "flickr_id": None,
+    for image_id, w, h, coco_id in ((1, 100, 70, None), (2, 70, 100, 5)):  # 2 is COCO's 5, a RefCOCO+ testA image
+        image_data.append({"width": w, "height": h, "image_id": image_id, "coco_id": coco_id, "flickr_id": None,
                            "url": f"https://example.org/VG_100K/{image_id}.jpg"})
         regions.append({"id": image_id, "regions": [
             _region(10 * image_id, image_id, "a green square", 5, 5, w // 3, h // 3),
@@ -86,7 +86,7 @@ def write_fixture(root: Path) -> dict[str, str]:
 
 
 TINY = {  # the paper profile's recipe, shrunk: a few steps, small batches
-    "steps": 2, "batch_size": 4, "warmup_steps": 0, "vision_trainable_blocks": 1, "text_layers": 1,
+    "steps": 2, "batch_size": 4, "warmup_steps": 0, "vision_trainable_blocks": 1, "text_layers": 1, "workers": 2,
     "pretrain": {"sets": ["captions", "flickr", "vg"], "steps": 2, "batch_size": 4, "warmup_steps": 0,
                  "eval_every": 0, "eval_samples": 4},
     "eval": {"max_samples": None, "batch_size": 8, "heatmap_images": 2, "curve_every": 1, "curve_samples": 4},
@@ -211,6 +211,9 @@ def test_pretrain_and_run_in_the_paper_profile(project, monkeypatch):
     assert {g["metric"] for g in doc["gates"]} == {"flickr.test.pointing_paired", "flickr.test.pointing",
                                                    "flickr.val.caption_itm_acc"}  # fmt: skip
     run_dir = root / "runs" / "amc" / "amc-0"
+    # VG image 2 is a RefCOCO+ testA image: its two regions do not train
+    held_out = {"regions": 2, "held_out_images": {"images": 1, "records": 2}}
+    assert json.loads((run_dir / "train_set.json").read_text()) == held_out
     history = json.loads((run_dir / "history.json").read_text())
     assert [h["step"] for h in history if "val_pointing" in h] == [0, 1, 2]
     with np.load(run_dir / "heatmaps.npz") as z:

@@ -31,7 +31,7 @@ from vlrepro.metrics.captioning import caption_scores, tokenize
 from vlrepro.models.backbones import ViTConfig
 from vlrepro.models.clip import CLIPConfig, DualEncoder
 from vlrepro.models.text import TextConfig, train_wordpiece
-from vlrepro.report.gates import GateError, check_gates
+from vlrepro.report.gate_rows import GateError, check_gates
 
 TEXT = TextConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_position=24,
                   max_len=16, pooling="mean", mlm_head=False)  # fmt: skip

@@ -61,7 +61,7 @@ def write_fixture(root: Path) -> dict[str, str]:
 TINY = {  # the paper profile's recipe, shrunk as profiles.smoke shrinks the default one
     "model": {"queue_size": 8, "alpha_ramp_steps": 2},
     "train": {"steps": 2, "batch_size": 4, "warmup_steps": 0, "eval_every": 1},
-    "capfilt": {"steps": 2, "batch_size": 4},
+    "capfilt": {"steps": 2, "batch_size": 2},  # not train's: the test sees which batch the fine-tunes use
     "eval": {"k": 2, "max_len": 5, "min_len": 2, "batch_size": 8, "curve_pairs": 4},
     "examples": 2,
 }
@@ -157,7 +157,17 @@ def test_run_capfilt_and_a_capfilt_variant_in_the_paper_profile(project, monkeyp
     assert doc["metrics"]["train"]["pairs"] == 6 * 2 + 5  # the human captions and the raw web texts
     run = json.loads((root / "reports" / "runs" / "blip" / "share_all_but_sa-0" / "run.json").read_text())
     assert run["files"] == ["val2014/COCO_val2014_000000000008.jpg", "val2014/COCO_val2014_000000000009.jpg"]
+    import vlrepro.blip.run as blip_run
+
+    batches, fit = [], blip_run.fit
+
+    def recording_fit(*args, **kwargs):
+        batches.append(args[3].batch_size)  # the TrainConfig
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(blip_run, "fit", recording_fit)
     assert main(["capfilt", "--seed", "0"]) == 0
+    assert batches == [2, 2, 2]  # the captioner, the filter and the shared model, at capfilt.batch_size
     cf = json.loads((root / "reports" / "metrics" / "blip" / "bootstrap-0.json").read_text())["metrics"]
     # nobody knows which real web captions are wrong: the filter's share kept, no precision or recall
     assert set(cf["filter"]["decoupled"]) == {"kept"} and set(cf["synthetic"]["decoupled_beam"]) == {"distinct", "kept"}

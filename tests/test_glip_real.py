@@ -80,7 +80,7 @@ def write_fixture(root: Path) -> dict[str, str]:
 TINY = {
     "real": {"image_size": SIZE, "novel_categories": ["cat"]},
     "model": {"dim": 16, "align_dim": 16, "num_heads": 2},
-    "train": {"steps": 2, "batch_size": 4, "warmup_steps": 0, "eval_every": 1, "curve_images": 2},
+    "train": {"steps": 2, "batch_size": 4, "warmup_steps": 0, "eval_every": 1, "curve_images": 2, "workers": 2},
     "pseudo": {"images": 4, "threshold": 0.01},
     "transfer": {"shots": [1], "steps": 2, "batch_size": 2},
     "examples": 2,

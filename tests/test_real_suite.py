@@ -5,7 +5,8 @@ from test_real_vg import write_vg
 
 from vlrepro.data.real.config import RealDataConfig
 from vlrepro.data.real.errors import DatasetError
-from vlrepro.data.real.suite import REFER_SETS, build_real, configured_datasets
+from vlrepro.data.real.refer import REFER_SETS
+from vlrepro.data.real.suite import build_real, configured_datasets
 from vlrepro.data.records import load_split
 
 

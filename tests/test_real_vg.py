@@ -9,8 +9,9 @@ import pytest
 
 from vlrepro.data.real.config import RealDataConfig
 from vlrepro.data.real.errors import DatasetError
+from vlrepro.data.real.overlap import without_images_of
 from vlrepro.data.real.visual_genome import load_visual_genome, visual_genome_from_config
-from vlrepro.data.records import load_split, save_split
+from vlrepro.data.records import Record, Split, load_split, save_split
 
 IMAGE_DATA = [
     {"width": 800, "url": "https://cs.stanford.edu/people/rak248/VG_100K_2/1.jpg", "height": 600,
@@ -56,6 +57,8 @@ def test_one_record_per_kept_region(tmp_path):
     assert clipped.text == "shade is along the street" and clipped.boxes == ((0.0, 500.0, 200.0, 600.0),)
     last = split.records[2]
     assert last.image == "VG_100K/10.jpg" and last.boxes == ((1.5, 2.5, 11.5, 22.5),)
+    # image 10 is COCO's 123 and Flickr's 456; image 1 is neither
+    assert last.meta == {"region_id": 5, "coco_id": 123, "flickr_id": 456} and r.meta == {"region_id": 1382}
     assert split.meta["dropped"] == {"degenerate": 1, "outside": 1, "too_small": 1, "empty_phrase": 1}
     assert split.meta["clipped"] == 1 and split.meta["n_regions"] == 7
     assert split.meta["image_root"] == str(tmp_path)
@@ -109,3 +112,27 @@ def test_invalid_json_is_named(tmp_path):
     path = re.escape(str(tmp_path / "region_descriptions.json"))
     with pytest.raises(DatasetError, match=rf"^{path}: not valid JSON"):
         load_visual_genome(tmp_path)
+
+
+def _held_out(dataset, image_id):
+    return Split([Record(image_id=image_id, image=f"{image_id}.jpg", width=10, height=10)], meta={"dataset": dataset})
+
+
+@pytest.mark.parametrize(
+    ("held_out", "dropped"),
+    [
+        ([_held_out("refcoco+", "123")], 1),  # RefCOCO+'s image ids are COCO ids
+        ([_held_out("coco_instances", "123")], 1),
+        ([_held_out("flickr30k_entities", "456")], 1),  # Flickr30k's are Flickr photo ids
+        ([_held_out("flickr30k_entities", "123"), _held_out("refcoco+", "456")], 0),  # the ids of the other source
+        ([_held_out("cub", "123"), _held_out(None, "456")], 0),  # datasets that share no image with VG
+        ([], 0),
+    ],
+)
+def test_training_regions_of_an_evaluated_image_are_left_out(tmp_path, held_out, dropped):
+    split = load_visual_genome(write_vg(tmp_path))["train"]
+    kept = without_images_of(split, held_out)
+    assert len(kept.records) == len(split.records) - dropped
+    assert all(r.image_id != "10" for r in kept.records) == bool(dropped)
+    assert kept.meta["held_out_images"] == {"images": dropped, "records": dropped}
+    assert kept.meta["n_regions"] == split.meta["n_regions"]

@@ -13,7 +13,8 @@ from vlrepro.io import write_json, write_metrics
 from vlrepro.report import GATE_COLUMNS, build_report
 from vlrepro.report.claims import NOT_TESTABLE, REPRODUCED, VERDICTS, claims_ledger
 from vlrepro.report.collect import collect
-from vlrepro.report.gates import GateError, evaluate_gates
+from vlrepro.report.gate_rows import GateError
+from vlrepro.report.gates import evaluate_gates
 
 ACC, RANDOM = "refcoco.val.acc@0.5", "refcoco.val.random_object_acc@0.5"
 # variant → seed → (acc, random-object acc); full beats transformer by 0.10–0.12 at every seed
@@ -296,8 +297,8 @@ def test_gates_must_be_a_list_of_rows(tmp_path):
 def test_a_claim_whose_variant_has_not_run_yet_is_not_testable(tmp_path):
     # a matrix finished in part: the claim row names a variant without files; the ledger still builds
     from vlrepro.io import write_metrics
-    from vlrepro.report import collect
     from vlrepro.report.claims import NOT_TESTABLE, claims_ledger
+    from vlrepro.report.collect import collect
 
     claim = {"paper": "SMCIM", "claim": "x beats y", "metric": "acc", "variant": "x", "reference_variant": "y",
              "higher_is_better": True}

@@ -68,7 +68,7 @@ def write_fixture(root: Path) -> tuple[Path, Path]:
 TINY = {  # the paper profile with a tiny model and a few steps, as profiles.smoke shrinks the default one
     "text": "world", "text_blocks": 2, "image_size": 64, "examples": 4,
     "model": {"dim": 8, "num_heads": 2, "levels": 2, "stage1_depth": 1, "stage2_depth": 1},
-    "train": {"steps": 3, "batch_size": 4, "eval_every": 2, "eval_limit": 8},
+    "train": {"steps": 3, "batch_size": 4, "eval_every": 2, "eval_limit": 8, "workers": 2},  # images decoded apart
     "augment": {"views": 2},
 }
 

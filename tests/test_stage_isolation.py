@@ -64,6 +64,13 @@ def test_one_papers_change_reruns_only_that_paper_and_the_report(scratch):
     stale = _stale(scratch)
     assert {_family(s) for s in stale} == {"amc", "report"}, sorted(stale)  # the report validates every section
     config.write_text(before)
+    # shared code that one paper's real-data path reads: only the stages importing it
+    adapter = scratch / "src" / "vlrepro" / "data" / "real" / "visual_genome.py"
+    before = adapter.read_text()
+    adapter.write_text(before + "\n# an edit\n")
+    stale = _stale(scratch)
+    assert stale and {_family(s) for s in stale} <= {"data", "report"}, sorted(stale)  # not AMC's or SMCIM's runs
+    adapter.write_text(before)
     # another paper's params section: the stages that read the key, not the report (it reads their metrics)
     params_file = scratch / "params.yaml"
     params = yaml.safe_load(params_file.read_text())

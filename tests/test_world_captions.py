@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vlrepro.data.records import Split, load_split
-from vlrepro.data.world.captions import caption_true, caption_truth_matrix
+from vlrepro.data.world.captions import caption_true, caption_truth_matrix, is_world_caption
 from vlrepro.data.world.config import WorldConfig
 from vlrepro.data.world.suite import build_split
 
@@ -59,6 +59,7 @@ def true_of_a(text: str) -> bool:
 def test_every_generated_caption_is_true_of_its_own_image(set_name):
     split = world(set_name)
     assert len(split.records) >= 40 and all(true_of_own_image(split))
+    assert all(is_world_caption(r.text) for r in split.records if r.text)
 
 
 @pytest.mark.skipif(not (DATA / "records.json").is_file(), reason="data/world/captions/test not generated")
@@ -156,7 +157,7 @@ def test_count_words_follow_the_generator(n, word):
     ],
 )
 def test_text_outside_the_grammar_is_false(text):
-    assert not true_of_a(text)
+    assert not true_of_a(text) and not is_world_caption(text)
 
 
 def test_matrix_needs_scene_graphs():

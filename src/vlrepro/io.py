@@ -107,7 +107,7 @@ def write_metrics(
     """Write one stage's metrics in the convention above (numbers rounded to 6 digits for stable diffs).
 
     ``claims`` and ``gates`` are written as given (not rounded): their numbers are thresholds, not results.
-    A malformed gate row raises ``vlrepro.report.gates.GateError`` naming ``path`` and ``gates[i]``, and
+    A malformed gate row raises ``vlrepro.report.gate_rows.GateError`` naming ``path`` and ``gates[i]``, and
     nothing is written.
     """
 
@@ -122,7 +122,7 @@ def write_metrics(
     if claims is not None:
         doc["claims"] = _jsonable(claims)
     if gates is not None:
-        from vlrepro.report.gates import check_gates  # here, not at the top: the report package imports this module
+        from vlrepro.report.gate_rows import check_gates  # only when there are gate rows (pydantic's import)
 
         doc["gates"] = _jsonable(gates)
         check_gates(doc["gates"], str(path), variant, doc["metrics"])

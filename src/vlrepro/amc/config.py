@@ -7,6 +7,7 @@ their names. Defaults are the `default` profile (embedded world, 2-core CPU).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -82,6 +83,10 @@ class ALBEFPretrainParams(Section):
     sets: tuple[str, ...] = Field(("captions", "flickr", "vg"), min_length=1,
                                   description="world sets whose train texts (whole captions, region "
                                   "descriptions) are the pairs")
+    weights: Path | None = Field(None, description="ALBEF's released ALBEF.pth (14M images), where the paper "
+                                 "starts: the phase loads it instead of pre-training from CLIP (sets, steps unused)")
+    tokenizer: Path | None = Field(None, description="with weights: the checkpoint's bert-base-uncased tokenizer "
+                                   "(tokenizer.json or its folder); null = MiniLM's bundled copy of that vocabulary")
     steps: int = Field(3000, ge=0, description="0 = no pre-training phase: the AMC runs start from CLIP")
     batch_size: int = Field(32, ge=2)
     lr: float = Field(1e-3, gt=0, description="peak lr of the new parts (cross-attention, ITM head)")
@@ -103,6 +108,8 @@ class AMCParams(Section):
                                              "(Visual Genome, Flickr30k Entities, RefCOCO+)")
     train_set: Literal["vg"] = Field("vg", description="box-annotated region descriptions (one box each)")
     train_limit: int | None = Field(None, ge=1, description="first N training regions (null = all)")
+    exclude_eval_images: bool = Field(True, description="real data: leave out the training regions of images the "
+                                      "evaluation scores (Visual Genome holds RefCOCO+ and Flickr30k test images)")
     vision_trainable_blocks: int | None = Field(
         1, ge=0, description="last ViT blocks fine-tuned (null = all, as ALBEF; 0 = frozen ViT). The default "
         "profile trains one of four: the frozen prefix runs once per batch without autograd (CPU budget)"
@@ -116,6 +123,8 @@ class AMCParams(Section):
     weight_decay: float = Field(0.02, ge=0)
     warmup_steps: int = Field(100, ge=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine ends at lr * this (card: 1e-5 -> 1e-6)")
+    workers: int = Field(0, ge=0, description="DataLoader processes decoding real images beside the training "
+                         "process, both phases (0: none); batches do not depend on it")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="training autocast on CPU, both phases (bf16: 1.3x faster steps in "
         "benchmarks/bench_train.py); evaluation stays fp32")

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from vlrepro.explain.gradcam import AttentionRecorder, attention_gradcam, upsample
 from vlrepro.losses.contrastive import LogitScale
+from vlrepro.models import register_kind
 from vlrepro.models.backbones import ViTBackbone, ViTConfig
 from vlrepro.models.clip import DualEncoder
 from vlrepro.models.text import TextConfig, TextEncoder
@@ -41,6 +42,7 @@ class ALBEFConfig:
     momentum: float = 0.995  # EMA of the momentum encoders
     distill_alpha: float = 0.4  # weight of the momentum model's soft ITC targets
     vision_trainable_blocks: int | None = None  # last ViT blocks that train (None = all; 0 = frozen ViT)
+    proj_bias: bool = False  # ITC projections with a bias: ALBEF's own have one, the CLIP-initialised ones none
 
     @property
     def fusion_layers(self) -> int:
@@ -117,8 +119,8 @@ class ALBEF(nn.Module):
             FusionLayer(BertLayer(bert_cfg), bert_cfg, self.visual.embed_dim) for _ in range(cfg.fusion_layers)
         )
         hidden = cfg.text.hidden_size
-        self.image_proj = nn.Linear(self.visual.embed_dim, cfg.embed_dim, bias=False)
-        self.text_proj = nn.Linear(hidden, cfg.embed_dim, bias=False)
+        self.image_proj = nn.Linear(self.visual.embed_dim, cfg.embed_dim, bias=cfg.proj_bias)
+        self.text_proj = nn.Linear(hidden, cfg.embed_dim, bias=cfg.proj_bias)
         self.logit_scale = LogitScale(cfg.init_temperature)
         self.itm_head = nn.Linear(hidden, 2)
         # Momentum encoders (ITC distillation): EMA copies, never trained by the optimizer.
@@ -290,3 +292,6 @@ class ALBEF(nn.Module):
             heat = attention_gradcam(logits[:, 1].sum(), rec.last, attention_mask, self.grid,
                                      self.visual.num_prefix_tokens)
         return upsample(heat.detach(), size or tuple(images.shape[-2:]))
+
+
+register_kind("albef", __name__, "ALBEF", "ALBEFConfig", reads_text=True)  # the amc_pretrain stage's checkpoint

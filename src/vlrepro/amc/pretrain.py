@@ -14,6 +14,9 @@ of another image, 1:1, chance 0.5, on the phrases and on their whole captions, a
 first fusion layer's GradCAM, which ALBEF learns from captions alone) is measured before training and every
 ``eval_every`` steps; it is saved with the checkpoint (``history.json``), its end points in the checkpoint's
 meta.
+
+With ``amc.pretrain.weights`` (ALBEF's released ``ALBEF.pth``, as the paper) the phase loads those weights
+instead (``vlrepro.amc.release``), measures the same curve point and saves them; nothing is trained.
 """
 
 from __future__ import annotations
@@ -61,11 +64,30 @@ def caption_pairs(
     return torch.utils.data.ConcatDataset(parts)
 
 
+def build_start(params: AMCParams, ckpt_dir: Path, seed: int) -> ALBEF:
+    """ALBEF's released weights (``amc.pretrain.weights``), or the model built from the world CLIP."""
+    p = params.pretrain
+    if p.weights is None:
+        return build_from_clip(params, ckpt_dir, seed)
+    from vlrepro.amc.release import albef_from_release
+
+    model = albef_from_release(p.weights, p.tokenizer, momentum=params.momentum, distill_alpha=params.distill_alpha,
+                               vision_trainable_blocks=params.vision_trainable_blocks)  # fmt: skip
+    release = {"text_layers": model.config.text_layers, "text_pooling": model.text.config.pooling}
+    if differ := {k: v for k, v in release.items() if getattr(params, k) != v}:
+        raise ValueError(f"amc.pretrain.weights: ALBEF's release has {differ}, the amc section says "
+                         f"{ {k: getattr(params, k) for k in differ} }; set them as the release has them (the "
+                         f"runs check both)")  # fmt: skip
+    return model
+
+
 def pretrain_albef(params: AMCParams, data_dir: Path, ckpt_dir: Path, out_dir: Path, seed: int = 0) -> dict[str, Any]:
-    """Build from CLIP, train (``amc.pretrain``), save to ``out_dir``; returns the metrics and timing."""
+    """Build (``build_start``), train (``amc.pretrain``, unless the weights are ALBEF's), save to ``out_dir``;
+    returns the metrics and timing."""
     t0 = time.perf_counter()
     p = params.pretrain
-    model = build_from_clip(params, ckpt_dir, seed)
+    model = build_start(params, ckpt_dir, seed)
+    steps = p.steps if p.weights is None else 0
     size = model.visual.config.img_size
     curve_data = curve_set(data_dir, p.eval_samples, params.source, size)
 
@@ -74,15 +96,15 @@ def pretrain_albef(params: AMCParams, data_dir: Path, ckpt_dir: Path, out_dir: P
 
     before = evaluate(model)
     history: list[dict[str, float]] = [{"step": 0, **before}]
-    if p.steps:
+    if steps:
         train = caption_pairs(params, data_dir, model.text.tokenizer, size)
         collate = train.datasets[0].collate  # type: ignore[attr-defined]  # one tokenizer and padding for all
         history += train_albef(model, train, collate, params, p, seed, NO_AMC, f"albef-{seed}", evaluate,
                                p.eval_every).history  # fmt: skip
     model = model.cpu().eval()
-    after = evaluate(model)
+    after = evaluate(model) if steps else before
     metrics = {**{k: {"pretrained": v, "untrained": before[k]} for k, v in after.items()},
-               "steps": p.steps, "seconds": time.perf_counter() - t0}  # fmt: skip
+               "steps": steps, "seconds": time.perf_counter() - t0}  # fmt: skip
     save_pretrained(model, out_dir, meta={"metrics": metrics})
     write_json(Path(out_dir) / "history.json", history)
     return metrics

@@ -52,6 +52,7 @@ from vlrepro.amc.config import CLAIM_METRICS, EVAL_SPLITS, PAPER, AMCParams
 from vlrepro.amc.data import GroundingSet, MatchPairs, RegionPairs, grounding_set, open_split
 from vlrepro.amc.model import ALBEF
 from vlrepro.amc.train import train_albef
+from vlrepro.data.real.overlap import without_images_of
 from vlrepro.explain.gradcam import AttentionRecorder, attention_gradcam, upsample
 from vlrepro.io import write_json, write_metrics
 from vlrepro.metrics.pointing import centre_hits, pointing_hits, proposal_hit
@@ -355,7 +356,10 @@ def run(
     size = model.visual.config.img_size
     splits = {(name, split): open_split(data_dir, name, split, params.source)  # every image checked first
               for name, split in [(params.train_set, "train"), *params.eval.splits()]}  # fmt: skip
-    train = RegionPairs(splits[params.train_set, "train"], model.text.tokenizer, params.max_len, params.augment,
+    train_split = splits[params.train_set, "train"]
+    if params.exclude_eval_images:
+        train_split = without_images_of(train_split, [splits[k] for k in params.eval.splits()])
+    train = RegionPairs(train_split, model.text.tokenizer, params.max_len, params.augment,
                         params.mlm_prob, variant.box_share, box_seed=seed, limit=params.train_limit,
                         image_size=size)  # type: ignore[arg-type]
     eval_sets = {f"{name}.{split}": grounding_set(splits[name, split], f"{name}/{split}", params.eval.max_samples,
@@ -394,6 +398,8 @@ def run(
         write_json(run_dir / "history.json", history)
         write_json(run_dir / "timing.json", timing)
         write_json(run_dir / "hits.json", hits)
+        write_json(run_dir / "train_set.json", {"regions": len(train_split.records),
+                                                "held_out_images": train_split.meta.get("held_out_images")})
         _save_heatmaps(run_dir / "heatmaps.npz", heatmaps, eval_sets)
     return RunResult(metrics, history, timing, model)
 

@@ -135,7 +135,7 @@ def train_albef(
         steps=s.steps, batch_size=s.batch_size, lr=s.lr, weight_decay=params.weight_decay,
         warmup_steps=min(s.warmup_steps, s.steps - 1), min_lr_ratio=params.min_lr_ratio, seed=seed,
         progress=False, ckpt_every=0, resume=False, log_every=max(1, s.steps // 20), eval_every=eval_every,
-        device="auto", cpu_precision=params.precision,
+        device="auto", cpu_precision=params.precision, num_workers=params.workers,
     )  # fmt: skip
     groups = groups_by_prefix(model, dict.fromkeys(PRETRAINED_PREFIXES, s.encoder_lr))
     loss = partial(_loss_fn, variant=variant, hard_negatives=params.itm_negatives == "hard")

@@ -52,6 +52,8 @@ class TrainParams(Section):
     max_prompt_tokens: int = Field(40, ge=4, description="token budget of a training prompt ([CLS]/[SEP] included)")
     eval_every: int = Field(0, ge=0, description="steps between learning-curve points (det val AP50); 0 = the end")
     curve_images: int = Field(150, ge=1, description="det test images scored for the learning curve")
+    workers: int = Field(0, ge=0, description="DataLoader processes decoding real images beside the training "
+                         "process (0: none); batches do not depend on it")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="training autocast on CPU (bf16: 1.27x faster steps in benchmarks/bench_train.py, "
         "results within the seed spread); evaluation and the k-shot transfers stay fp32"

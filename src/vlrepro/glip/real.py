@@ -18,8 +18,8 @@ Evaluation runs in input pixels. IoU is the same there as in the original pixels
 to rounding), and so are AP and R@k; COCO's small/medium/large areas are measured in input pixels. Crowd
 regions are mapped alike and scored as COCOeval does (a detection on one is ignored). The base/novel split
 differs from OV-COCO's, which leaves 15 classes out of both. Visual Genome holds COCO images, val2017 ones
-among them, so grounding data can show the test images and their novel objects: the novel AP is not
-strictly zero-shot (the VG adapter does not keep ``coco_id`` to filter them yet).
+among them: a training run leaves out every grounding record of a test image (``vlrepro.data.real.overlap``),
+so the novel classes' test objects stay unseen.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from vlrepro.data.real.overlap import without_images_of
 from vlrepro.data.records import Split, load_split
 from vlrepro.glip.config import GLIPParams
 from vlrepro.glip.data import GroundingSamples, base_ids, category_names, novel_ids, split_pixels
@@ -139,7 +140,7 @@ def train_config(p: GLIPParams, seed: int) -> TrainConfig:
     return TrainConfig(
         steps=t.steps, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, schedule="cosine",
         warmup_steps=min(t.warmup_steps, t.steps - 1), seed=seed, ckpt_every=0, log_every=max(10, t.steps // 100),
-        eval_every=t.eval_every, progress=False, cpu_precision=t.precision,
+        eval_every=t.eval_every, progress=False, cpu_precision=t.precision, num_workers=t.workers,
     )  # fmt: skip
 
 
@@ -172,7 +173,10 @@ def train_and_evaluate(
         raise NotImplementedError(f"glip variant {variant!r}: {NO_REAL_CAPTIONS}")
     # every split first: a missing dataset or image stops the run before any compute
     det_test, flickr_test = open_split(p, data_dir, "det", "test"), open_split(p, data_dir, "flickr", "test")
-    splits = [open_split(p, data_dir, s, "train") for s in v.train.sets if s != "captions"]
+    # no training image among the test images (VG holds COCO val2017 and Flickr30k test images), as GLIP's
+    # gold grounding data (MDETR's) leaves them out
+    splits = [without_images_of(open_split(p, data_dir, s, "train"), [det_test, flickr_test])
+              for s in v.train.sets if s != "captions"]  # fmt: skip
     captions = open_split(p, data_dir, "captions", "train") if "captions" in v.train.sets else None
     torch.manual_seed(seed)
     model, tokenizer = build_model(v, pretrain_dir)

@@ -1,6 +1,3 @@
-"""Losses shared by several models (one module per family): contrastive (CLIP/ITC), amc (AMC)."""
-
-from vlrepro.losses.amc import AMCWeights, amc_loss, amc_max_loss, amc_mean_loss
-from vlrepro.losses.contrastive import LogitScale, info_nce
-
-__all__ = ["AMCWeights", "LogitScale", "amc_loss", "amc_max_loss", "amc_mean_loss", "info_nce"]
+"""Losses shared by several models, one module per family: contrastive (CLIP/ITC), amc (AMC), boxes (box
+regression), focal (GLIP), self_paced (SMCIM's sample weights). Import the module you need: the package
+re-exports nothing, so a stage reading one family does not depend on the others' code (dvc.yaml's deps)."""

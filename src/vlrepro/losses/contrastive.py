@@ -29,11 +29,20 @@ class LogitScale(nn.Module):
         return self.log_scale.clamp(max=self.max_log).exp()
 
 
-def info_nce(image_emb: Tensor, text_emb: Tensor, scale: Tensor | float, image_ids: Tensor | None = None) -> Tensor:
+def info_nce(
+    image_emb: Tensor,
+    text_emb: Tensor,
+    scale: Tensor | float,
+    image_ids: Tensor | None = None,
+    negative_emb: Tensor | None = None,
+    has_negative: Tensor | None = None,
+) -> Tensor:
     """Symmetric InfoNCE of ``B`` matching (image, text) pairs; embeddings are expected L2-normalised.
 
     With ``image_ids`` (B,), an off-diagonal pair of the same image is left out of both softmaxes: that
-    text describes the image too and must not be pushed away from it.
+    text describes the image too and must not be pushed away from it. With ``negative_emb`` (B, D), image
+    ``i``'s own hard negative text ``negative_emb[i]`` joins image ``i``'s image->text softmax as one more
+    column, where ``has_negative[i]`` (default: every row has one).
     """
     if image_emb.shape != text_emb.shape or image_emb.dim() != 2:
         raise ValueError(f"expected two (B, D) embeddings, got {tuple(image_emb.shape)} and {tuple(text_emb.shape)}")
@@ -42,4 +51,13 @@ def info_nce(image_emb: Tensor, text_emb: Tensor, scale: Tensor | float, image_i
         same = image_ids.unsqueeze(0) == image_ids.unsqueeze(1)
         logits = logits.masked_fill(same & ~torch.eye(len(same), dtype=torch.bool, device=same.device), float("-inf"))
     targets = torch.arange(len(logits), device=logits.device)
-    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
+    t2i = F.cross_entropy(logits.t(), targets)
+    if negative_emb is not None:
+        if negative_emb.shape != image_emb.shape:
+            raise ValueError(f"negative_emb {tuple(negative_emb.shape)}: expected one per image, "
+                             f"{tuple(image_emb.shape)}")
+        own = scale * (image_emb * negative_emb).sum(1)
+        if has_negative is not None:
+            own = own.masked_fill(~has_negative, float("-inf"))
+        logits = torch.cat([logits, own.unsqueeze(1)], dim=1)
+    return (F.cross_entropy(logits, targets) + t2i) / 2

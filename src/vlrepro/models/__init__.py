@@ -4,9 +4,10 @@
 - ``text``: WordPiece tokenizer, ``TextEncoder`` (BERT), the bundled MiniLM;
 - ``clip``: ``DualEncoder`` (CLIP-style); ``rec``: ``RECModel`` (minimal REC, SMCIM's seed).
 
-A checkpoint folder holds ``model.safetensors``, ``config.json`` (``{"kind", "config", ...}``) and, for
-models that read text, ``tokenizer.json``; ``load_pretrained(folder)`` rebuilds the module from these
-alone. The folders of the ``pretrain`` stage live under ``checkpoints/pretrain/<model>/``::
+A checkpoint folder holds ``model.safetensors``, ``config.json`` (``{"kind", "config", ...}``; a paper's own
+kind, registered with ``register_kind``, adds the ``"module"`` defining it) and, for models that read text,
+``tokenizer.json``; ``load_pretrained(folder)`` rebuilds the module from these alone. The folders of the
+``pretrain`` stage live under ``checkpoints/pretrain/<model>/``::
 
     from vlrepro.models import load_pretrained
     cnn = load_pretrained("checkpoints/pretrain/cnn")      # CNNBackbone, eval mode
@@ -32,8 +33,8 @@ KINDS: dict[str, tuple[str, str, str, bool]] = {
     "text": ("vlrepro.models.text", "TextEncoder", "TextConfig", True),
     "clip": ("vlrepro.models.clip", "DualEncoder", "CLIPConfig", True),
     "rec": ("vlrepro.models.rec", "RECModel", "RECConfig", True),
-    "albef": ("vlrepro.amc.model", "ALBEF", "ALBEFConfig", True),  # the amc_pretrain stage's checkpoint
-}
+}  # a paper's own model adds its kind when its module is imported (register_kind): ALBEF, in AMC's package
+_BUILT_IN = frozenset(KINDS)
 _EXPORTS = {
     "CNNBackbone": "backbones", "CNNConfig": "backbones", "ViTBackbone": "backbones", "ViTConfig": "backbones",
     "images_to_tensor": "backbones", "TextEncoder": "text", "TextConfig": "text", "train_wordpiece": "text",
@@ -41,7 +42,7 @@ _EXPORTS = {
     "CLIPConfig": "clip", "RECModel": "rec", "RECConfig": "rec",
 }  # fmt: skip
 
-__all__ = sorted([*_EXPORTS, "KINDS", "config_from_dict", "load_pretrained", "save_pretrained"])
+__all__ = sorted([*_EXPORTS, "KINDS", "config_from_dict", "load_pretrained", "register_kind", "save_pretrained"])
 
 
 def __getattr__(name: str) -> Any:
@@ -51,9 +52,16 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
 
 
+def register_kind(kind: str, module: str, model_cls: str, cfg_cls: str, reads_text: bool) -> None:
+    """Let ``save_pretrained`` / ``load_pretrained`` handle ``module.model_cls``: a paper's own model calls this
+    in its module, so that this package imports no paper's code (and no paper's stage depends on another's)."""
+    KINDS[kind] = (module, model_cls, cfg_cls, reads_text)
+
+
 def _classes(kind: str) -> tuple[type[nn.Module], type, bool]:
     if kind not in KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}")
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)} (a paper's model registers its "
+                         f"kind when its module is imported)")
     module, model_cls, cfg_cls, reads_text = KINDS[kind]
     mod = importlib.import_module(module)
     return getattr(mod, model_cls), getattr(mod, cfg_cls), reads_text
@@ -118,7 +126,8 @@ def save_pretrained(model: nn.Module, folder: str | Path, meta: dict[str, Any] |
         save_model(model, str(tmp))  # handles tied weights (the MLM decoder shares the word embeddings)
     if tokenizer is not None:
         atomic_write_text(folder / "tokenizer.json", tokenizer.to_str())
-    doc = {"format": FORMAT, "kind": kind, "config": dataclasses.asdict(_without_weights(model.config))}
+    doc = {"format": FORMAT, "kind": kind, "config": dataclasses.asdict(_without_weights(model.config)),
+           **({} if kind in _BUILT_IN else {"module": KINDS[kind][0]})}  # fmt: skip
     write_json(folder / "config.json", {**doc, **({"meta": meta} if meta else {})})
     return folder
 
@@ -134,6 +143,9 @@ def load_pretrained(folder: str | Path, device: str = "cpu") -> nn.Module:
     doc = json.loads(path.read_text())
     if doc.get("format") != FORMAT:
         raise ValueError(f"{path}: format {doc.get('format')!r}, this code reads {FORMAT!r}")
+    module = doc.get("module")
+    if doc["kind"] not in KINDS and isinstance(module, str) and module.startswith("vlrepro."):
+        importlib.import_module(module)  # a paper's kind registers itself on import
     model_cls, cfg_cls, reads_text = _classes(doc["kind"])
     cfg = config_from_dict(cfg_cls, doc["config"])
     if reads_text:

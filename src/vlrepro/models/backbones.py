@@ -41,6 +41,8 @@ class ViTConfig:
     num_heads: int | None = 4
     mlp_ratio: float | None = 2.0
     weights: str | None = None  # local timm checkpoint file (paper profile); None = random init
+    mean: tuple[float, float, float] | None = None  # input normalisation; None = the architecture's (timm's)
+    std: tuple[float, float, float] | None = None
 
 
 def _pretrained_kwargs(weights: str | None) -> dict[str, Any]:
@@ -97,7 +99,8 @@ class ViTBackbone(nn.Module):
             cfg.arch, img_size=cfg.img_size, num_classes=0, **{k: v for k, v in sizes.items() if v is not None},
             **_pretrained_kwargs(cfg.weights),
         )  # fmt: skip
-        self.normalise = _Normalise(self.body.pretrained_cfg["mean"], self.body.pretrained_cfg["std"])
+        pcfg = self.body.pretrained_cfg
+        self.normalise = _Normalise(cfg.mean or pcfg["mean"], cfg.std or pcfg["std"])
         self.embed_dim: int = self.body.embed_dim
         self.num_prefix_tokens: int = self.body.num_prefix_tokens
         self.grid: tuple[int, int] = tuple(self.body.patch_embed.grid_size)  # type: ignore[assignment]

@@ -29,7 +29,7 @@ from tokenizers import Tokenizer
 from torch import Tensor, nn
 
 from vlrepro.data.records import Split, load_split
-from vlrepro.data.world.captions import _parse_caption, caption_truth_matrix
+from vlrepro.data.world.captions import caption_truth_matrix, is_world_caption
 from vlrepro.data.world.vocab import CATEGORY_BY_NAME, COLOURS, PATTERNS, SIZES, WORDS, article, plural
 from vlrepro.losses.contrastive import info_nce
 from vlrepro.models.backbones import images_to_tensor
@@ -117,7 +117,7 @@ def _false_swap(split: Split, text: str, image: int, rng: np.random.Generator) -
     outside the grammar ("a striped dark background") is refused: the world cannot judge it, and its
     wording alone would give it away."""
     swapped = attribute_swap(text, rng)
-    if swapped is None or _parse_caption(swapped) is None or caption_truth_matrix(split, [swapped], [image])[0, 0]:
+    if swapped is None or not is_world_caption(swapped) or caption_truth_matrix(split, [swapped], [image])[0, 0]:
         return None
     return swapped
 
@@ -130,20 +130,12 @@ def _encode_nested(tokenizer: Tokenizer, texts: list[list[str | None]], max_len:
 
 def clip_loss(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
     image_emb, text_emb, scale = model(batch["images"], batch["input_ids"], batch["attention_mask"])
-    if "negative_ids" not in batch:
-        return {"loss": info_nce(image_emb, text_emb, scale, batch["image_ids"]), "temperature": 1.0 / scale.detach()}
-    # image -> text also against the image's own swapped caption, where it has one (info_nce's masking, plus
-    # that column); under DDP the negatives go through the wrapped model's text tower
-    negative = getattr(model, "module", model).encode_text(batch["negative_ids"], batch["negative_mask"])
-    logits = scale * image_emb @ text_emb.t()
-    same = batch["image_ids"].unsqueeze(0) == batch["image_ids"].unsqueeze(1)
-    eye = torch.eye(len(same), dtype=torch.bool, device=same.device)
-    logits = logits.masked_fill(same & ~eye, float("-inf"))
-    own = (scale * (image_emb * negative).sum(1)).masked_fill(~batch["has_negative"], float("-inf"))
-    targets = torch.arange(len(logits), device=logits.device)
-    i2t = nn.functional.cross_entropy(torch.cat([logits, own.unsqueeze(1)], dim=1), targets)
-    t2i = nn.functional.cross_entropy(logits.t(), targets)
-    return {"loss": (i2t + t2i) / 2, "temperature": 1.0 / scale.detach()}
+    negative = has_negative = None
+    if "negative_ids" in batch:  # under DDP the negatives go through the wrapped model's text tower
+        negative = getattr(model, "module", model).encode_text(batch["negative_ids"], batch["negative_mask"])
+        has_negative = batch["has_negative"]
+    loss = info_nce(image_emb, text_emb, scale, batch["image_ids"], negative, has_negative)
+    return {"loss": loss, "temperature": 1.0 / scale.detach()}
 
 
 @torch.no_grad()

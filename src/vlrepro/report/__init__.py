@@ -8,7 +8,8 @@ the modules each do one job:
 - ``papers``: load and validate ``papers.yaml`` (per paper: its claims, data, caveats, stages, and how our main
   numbers line up with its tables);
 - ``collect``: read every metrics JSON into a tidy DataFrame and aggregate over seeds;
-- ``gates``: learning gates, the evidence that a variant learned (``reports/gates.csv``);
+- ``gates``: learning gates, the evidence that a variant learned (``reports/gates.csv``); ``gate_rows``: the
+  rows a stage writes with its metrics, checked as it writes them;
 - ``claims``: the claim row format, the one-sided t-test (paired or Welch) and the ledger (``reports/claims.csv``);
   a claim whose variants have not passed their gates is ``not testable``;
 - ``figures``: a grouped bar chart per stage (a paper stage's: the metrics its claims compare), quantities in
@@ -23,12 +24,9 @@ the modules each do one job:
 import importlib
 from typing import Any
 
-from vlrepro.report.collect import MetricsError, collect, summarize
-from vlrepro.report.gates import GATE_COLUMNS, GateError, GateRow, evaluate_gates
-from vlrepro.report.references import PAPERS, Reference, ReferencesError, load_references, references_frame
-
-# Resolved on first use: a matrix run that only validates its gate rows (vlrepro.io imports
-# vlrepro.report.gates) should not pay for importing scipy, matplotlib and seaborn.
+# Resolved on first use: importing the package, or one of its modules (every stage that writes metrics
+# imports vlrepro.report.gate_rows), loads no other module of it, nor pandas, scipy, matplotlib or seaborn.
+# ``collect`` is not among the names: it is also a module's name; import it from vlrepro.report.collect.
 _LAZY = {
     "build_report": "build",
     "LEDGER_COLUMNS": "claims",
@@ -37,6 +35,17 @@ _LAZY = {
     "ClaimTest": "claims",
     "claims_ledger": "claims",
     "decide": "claims",
+    "MetricsError": "collect",
+    "summarize": "collect",
+    "GATE_COLUMNS": "gates",
+    "GateError": "gate_rows",
+    "GateRow": "gate_rows",
+    "evaluate_gates": "gates",
+    "PAPERS": "gate_rows",
+    "Reference": "references",
+    "ReferencesError": "references",
+    "load_references": "references",
+    "references_frame": "references",
 }
 
 
@@ -46,24 +55,4 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
 
 
-__all__ = [
-    "GATE_COLUMNS",
-    "LEDGER_COLUMNS",
-    "PAPERS",
-    "ClaimError",
-    "ClaimRow",
-    "ClaimTest",
-    "GateError",
-    "GateRow",
-    "MetricsError",
-    "Reference",
-    "ReferencesError",
-    "build_report",
-    "claims_ledger",
-    "collect",
-    "decide",
-    "evaluate_gates",
-    "load_references",
-    "references_frame",
-    "summarize",
-]
+__all__ = sorted(_LAZY)

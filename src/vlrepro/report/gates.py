@@ -37,41 +37,16 @@ the mean (the smaller of the metric's and the control metric's run counts).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vlrepro.report.collect import Collection, ordered_stages
-from vlrepro.report.references import Paper
-
-RULES: tuple[str, ...] = ("times", "plus", "min")
-Rule = Literal["times", "plus", "min"]
+from vlrepro.report.gate_rows import RULES, GateError, GateRow, parse_gate_row
 
 GATE_COLUMNS: list[str] = [
     "paper", "variant", "metric", "value", "control", "control_value", "bar", "passed",
     "stage", "rule", "margin", "n_seeds",
 ]  # fmt: skip
-
-
-class GateError(ValueError):
-    """A gate row that cannot be evaluated (malformed, or pointing at metrics that do not exist)."""
-
-
-class GateRow(BaseModel):
-    """The row format a stage writes into its metrics JSON (see the module docstring)."""
-
-    # strict: a quoted "2.0" or a misspelt key is an error rather than silently coerced or dropped
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    paper: Paper
-    variant: str = Field(min_length=1)
-    metric: str = Field(min_length=1)
-    control: str = Field(min_length=1)
-    control_metric: str | None = Field(None, min_length=1)
-    control_value: float | None = Field(None, allow_inf_nan=False)
-    rule: Rule
-    margin: float = Field(allow_inf_nan=False)
 
 
 @dataclass(frozen=True)
@@ -90,49 +65,6 @@ def bar(rule: str, margin: float, control_value: float) -> float:
     if rule == "min":
         return margin
     raise ValueError(f"unknown gate rule {rule!r}; expected one of {', '.join(RULES)}")
-
-
-def parse_gate_row(raw: Any, where: str) -> GateRow:
-    """Validate one raw gate row; ``where`` (file and ``gates[i]``) starts every error message."""
-    try:
-        row = GateRow.model_validate(raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(row)"
-        raise GateError(f"{where}: field '{field}': {err['msg']}") from None
-    given = [k for k in ("control_metric", "control_value") if getattr(row, k) is not None]
-    if len(given) != 1:
-        got = "both" if given else "neither"
-        raise GateError(f"{where}: give exactly one of 'control_metric' and 'control_value' (got {got})")
-    return row
-
-
-def _names(tree: dict[str, Any], prefix: str = "") -> set[str]:
-    out: set[str] = set()
-    for key, value in tree.items():
-        out |= _names(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}"}
-    return out
-
-
-def check_gates(rows: list[Any], path: str, variant: str | None, metrics: dict[str, Any]) -> None:
-    """The checks a stage can make when it writes its metrics file (``vlrepro.io.write_metrics``).
-
-    Catching a typo here fails the stage's own tests instead of the report after every run has finished.
-    Only rows about the file's own variant can be checked against metric names; the others are checked by
-    the report, which sees every run.
-    """
-    if not isinstance(rows, list):
-        raise GateError(f"{path}: 'gates' must be a list of gate rows (mappings)")
-    names = _names(metrics)
-    for i, raw in enumerate(rows):
-        where = f"{path}: gates[{i}]"
-        row = parse_gate_row(raw, where)
-        if row.variant != variant:
-            continue
-        for key in ("metric", "control_metric"):
-            name = getattr(row, key)
-            if name is not None and name not in names:
-                raise GateError(f"{where}: {key} {name!r} not found in this file's metrics")
 
 
 def gate_rows(collection: Collection) -> list[Gate]:

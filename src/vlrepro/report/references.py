@@ -18,8 +18,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-PAPERS: tuple[str, ...] = ("AMC", "SMCIM", "GLIP", "ALA", "BLIP")
-Paper = Literal["AMC", "SMCIM", "GLIP", "ALA", "BLIP"]
+from vlrepro.report.gate_rows import PAPERS, Paper  # noqa: F401  (the paper names, defined once)
 
 
 class ReferencesError(ValueError):

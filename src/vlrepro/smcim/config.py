@@ -16,7 +16,7 @@ from vlrepro.config import ConfigError, Section, with_overrides
 
 REFERRING_SETS = ("refcoco", "refcoco+", "refcocog")
 EVAL_SPLITS = ("val", "testA", "testB")
-# The scored splits of each real set as the `data` stage converts it (vlrepro.data.real.suite.REFER_SETS):
+# The scored splits of each real set as the `data` stage converts it (vlrepro.data.real.refer.REFER_SETS):
 # RefCOCO and RefCOCO+ (unc) have testA / testB, RefCOCOg (umd) one test split.
 REAL_EVAL_SPLITS = {"refcoco": ("val", "testA", "testB"), "refcoco+": ("val", "testA", "testB"),
                     "refcocog": ("val", "test")}  # fmt: skip
@@ -69,6 +69,8 @@ class TrainParams(Section):
     )  # fmt: skip
     eval_every: int = Field(0, ge=0, description="steps between val evaluations (learning curve); 0 = at the end")
     eval_limit: int = Field(600, ge=1, description="val expressions (first eval set) scored for the learning curve")
+    workers: int = Field(0, ge=0, description="DataLoader processes decoding real images beside the training "
+                         "process (0: none); batches do not depend on it")
 
     @field_validator("lr_drops")
     @classmethod

@@ -37,7 +37,7 @@ from vlrepro.smcim.online import ImageExpressions
 
 def real_split(folder: Path) -> Split:
     """The converted refer split in ``folder`` (``data/real/<set>/<split>``), its images checked on disk."""
-    from vlrepro.data.real.suite import REFER_SETS
+    from vlrepro.data.real.refer import REFER_SETS
 
     folder = Path(folder)
     if not (folder / "records.json").is_file():

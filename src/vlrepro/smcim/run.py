@@ -169,7 +169,7 @@ def train_config(p: SMCIMParams, seed: int) -> TrainConfig:
         steps=t.steps, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, schedule=t.schedule,
         warmup_steps=min(t.warmup_steps, t.steps - 1), milestones=milestones,
         gamma=0.1, seed=seed, ckpt_every=0, log_every=max(10, t.steps // 100), eval_every=t.eval_every,
-        progress=False,
+        progress=False, num_workers=t.workers,
     )  # fmt: skip
 
 

@@ -159,6 +159,8 @@ def _fit(
         n, cfg.batch_size, cfg.seed, shuffle=cfg.shuffle, rank=env.rank, world_size=env.world_size,
         start=start, stop=cfg.steps,
     )  # fmt: skip
+    if cfg.num_workers:  # forked workers tokenize too: the tokenizers library would warn in each of them
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     loader = DataLoader(
         SeededSamples(dataset, cfg.seed),
         batch_sampler=sampler,

@@ -28,6 +28,15 @@ from vlrepro.data.real.errors import DatasetError, not_set, read_json, require_f
 from vlrepro.data.real.safe_pickle import safe_load
 from vlrepro.data.records import Phrase, Record, Split, xywh_to_xyxy
 
+# (name in data/real/, refer dataset folder, split_by) — the splits the papers evaluate on
+REFER_SETS = (
+    ("refcoco", "refcoco", "unc"),
+    ("refcoco+", "refcoco+", "unc"),
+    ("refcocog", "refcocog", "umd"),
+    ("refcocog_google", "refcocog", "google"),
+    ("refclef", "refclef", "unc"),
+)
+
 SPLIT_BYS: dict[str, tuple[str, ...]] = {
     "refcoco": ("unc", "google"),
     "refcoco+": ("unc",),

@@ -12,20 +12,11 @@ from vlrepro.data.real.cub import cub_from_config
 from vlrepro.data.real.errors import README_HINT, DatasetError
 from vlrepro.data.real.flickr30k import flickr30k_entities_from_config
 from vlrepro.data.real.odinw import odinw_from_config
-from vlrepro.data.real.refer import refer_from_config
+from vlrepro.data.real.refer import REFER_SETS, refer_from_config
 from vlrepro.data.real.visual_genome import visual_genome_from_config
 from vlrepro.data.real.web_captions import web_captions_from_config
 from vlrepro.data.records import Split, save_split
 from vlrepro.io import read_json, write_json
-
-# (name in data/real/, refer dataset folder, split_by) — the splits the papers evaluate on
-REFER_SETS = (
-    ("refcoco", "refcoco", "unc"),
-    ("refcoco+", "refcoco+", "unc"),
-    ("refcocog", "refcocog", "umd"),
-    ("refcocog_google", "refcocog", "google"),
-    ("refclef", "refclef", "unc"),
-)
 
 
 def configured_datasets(cfg: RealDataConfig) -> dict[str, Callable[[], dict[str, Split]]]:

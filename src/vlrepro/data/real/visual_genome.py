@@ -8,7 +8,9 @@ On disk (the Visual Genome v1.2 release)::
     <root>/VG_100K/<id>.jpg, <root>/VG_100K_2/<id>.jpg   the images (the url names the folder)
 
 Visual Genome has no split for region descriptions; every region goes to ``"train"`` (AMC uses them only
-as box-annotated training data).
+as box-annotated training data). About half of its images are COCO or Flickr30k images; a record's meta keeps
+their ``coco_id`` / ``flickr_id`` (where the release gives one), so that a paper's training set can leave out
+the images its evaluation scores (``vlrepro.data.real.overlap``).
 
 Boxes are ``[x, y, width, height]`` in pixels from the image's top-left edge, so (x, y, x + w, y + h) is
 our right/bottom-exclusive xyxy. Many regions stick out of the image a little: they are clipped to it.
@@ -30,8 +32,9 @@ from vlrepro.data.records import Phrase, Record, Split, xywh_to_xyxy
 IMAGE_FOLDERS = ("VG_100K", "VG_100K_2")
 
 
-def read_image_data(path: Path) -> dict[int, tuple[str, int, int]]:
-    """``image_data.json`` as {image id: (file relative to the VG root, width, height)}."""
+def read_image_data(path: Path) -> dict[int, tuple[str, int, int, dict[str, int]]]:
+    """``image_data.json`` as {image id: (file relative to the VG root, width, height, {"coco_id": id,
+    "flickr_id": id} of those the image has)}."""
     doc = read_json(path, "Visual Genome's image_data.json (image metadata)")
     if not isinstance(doc, list):
         raise DatasetError(f"{path}: expected a JSON list of images, found {type(doc).__name__}")
@@ -46,8 +49,9 @@ def read_image_data(path: Path) -> dict[int, tuple[str, int, int]]:
         if len(parts) < 2 or parts[-2] not in IMAGE_FOLDERS:
             folders = " or ".join(f"{f}/<file>" for f in IMAGE_FOLDERS)
             raise DatasetError(f"{where}: url {url!r:.80} does not end in {folders}")
+        same = {key: _num(img, (key,), where, int) for key in ("coco_id", "flickr_id") if img.get(key) is not None}
         out[image_id] = (f"{parts[-2]}/{parts[-1]}", _num(img, ("width",), where, int),
-                         _num(img, ("height",), where, int))
+                         _num(img, ("height",), where, int), same)
     return out
 
 
@@ -81,7 +85,7 @@ def load_visual_genome(root: Path, image_root: Path | None = None, *, min_size: 
         if image_id not in images:
             raise DatasetError(f"{where}: image {image_id} is not in {root / 'image_data.json'}; both files must come "
                                "from the same Visual Genome release")
-        file, width, height = images[image_id]
+        file, width, height, same = images[image_id]
         regions = _get(entry, ("regions",), where)
         if not isinstance(regions, list):
             raise DatasetError(f"{where}: 'regions' is {type(regions).__name__}, expected a list")
@@ -105,7 +109,7 @@ def load_visual_genome(root: Path, image_root: Path | None = None, *, min_size: 
                     text=text,
                     boxes=(box,),
                     phrases=(Phrase(0, len(text), (0,)),),
-                    meta={"region_id": _num(region, ("region_id", "id"), rwhere, int)},
+                    meta={"region_id": _num(region, ("region_id", "id"), rwhere, int), **same},
                 )
             )
     dropped = {k: counts[k] for k in ("degenerate", "outside", "too_small", "empty_phrase")}

@@ -145,6 +145,11 @@ def _parse_caption(text: str) -> _Caption | None:
     return _Caption(relation=expr)
 
 
+def is_world_caption(text: str) -> bool:
+    """Whether ``text`` is a sentence of the world's caption grammar (only those can be judged true or false)."""
+    return _parse_caption(text) is not None
+
+
 def _holds(
     caption: _Caption, objects: Objects, scene_background: str | None, image_size: int, margin: float, near: float
 ) -> bool:

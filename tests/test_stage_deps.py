@@ -9,6 +9,8 @@ dvc.yaml params, ``--sections``, and ``sections=[...]`` literals in the code), a
 whose name a module of that package writes as a string (``resources.files(...).joinpath("papers.yaml")``).
 A notebook stage adds its notebook's code cells. Not followed: attribute access on a lazy package
 (``import vlrepro.report as r; r.build_report``) and commands a notebook runs in a shell (``!python -m``).
+It replaces a check that imported every module of a paper's package, which also counted modules that no
+command imports (``smcim/efficiency.py``, read by the notebook only).
 """
 
 from __future__ import annotations

@@ -63,12 +63,13 @@ def _caption_split(n_images: int = 3) -> Split:
     return Split(records, np.full((n_images, 16, 16, 3), 128, dtype=np.uint8), None, {})
 
 
-def test_caption_pairs_have_no_box_and_offset_image_ids():
+def test_caption_pairs_have_no_box_and_the_given_image_ids():
     tok = train_wordpiece(TEXTS, vocab_size=96)
-    pairs = RegionPairs(_caption_split(), tok, 8, AugmentParams(), 0.15, boxes=False, image_offset=10)
-    assert len(pairs) == 6
+    pairs = RegionPairs(_caption_split(), tok, 8, AugmentParams(), 0.15, boxes=False)
+    assert len(pairs) == 6 and pairs.image_ids.tolist() == [0, 0, 1, 1, 2, 2]  # the image's index by default
+    pairs = RegionPairs(_caption_split(), tok, 8, AugmentParams(), 0.15, boxes=False, image_ids={0: 7, 1: 3, 2: 7})
     batch = pairs.collate([pairs[i] for i in range(6)])
-    assert batch["image_ids"].tolist() == [10, 10, 11, 11, 12, 12]
+    assert batch["image_ids"].tolist() == [7, 7, 3, 3, 7, 7]
     assert not batch["has_box"].any() and batch["masks"].sum() == 0
     with pytest.raises(ValueError, match="region with a box"):
         RegionPairs(_caption_split(), tok, 8, AugmentParams(), 0.15)  # boxes required by default

@@ -19,6 +19,7 @@ from test_real_vg import _region, write_vg
 from test_smcim_real import write_fixture as write_refer_fixture
 
 from vlrepro.amc.data import RegionPairs, grounding_set, open_split
+from vlrepro.amc.pretrain import caption_pairs
 from vlrepro.data.images import Letterbox
 from vlrepro.data.real.errors import DatasetError
 from vlrepro.models import save_pretrained
@@ -55,7 +56,8 @@ def _flickr(root: Path, images: Path) -> Path:
 def _vg(root: Path) -> Path:
     (root / "VG_100K").mkdir(parents=True)
     image_data, regions = [], []
-    for image_id, w, h, coco_id in ((1, 100, 70, None), (2, 70, 100, 5)):  # 2 is COCO's 5, a RefCOCO+ testA image
+    # 1 is COCO's 2 (a Karpathy train image too), 2 is COCO's 5 (a RefCOCO+ testA image)
+    for image_id, w, h, coco_id in ((1, 100, 70, 2), (2, 70, 100, 5)):
         image_data.append({"width": w, "height": h, "image_id": image_id, "coco_id": coco_id, "flickr_id": None,
                            "url": f"https://example.org/VG_100K/{image_id}.jpg"})
         regions.append({"id": image_id, "regions": [
@@ -154,11 +156,18 @@ def test_real_sets_keep_their_world_names_and_boxes_follow_the_letterbox(project
 
     pairs = RegionPairs(open_split(data, "vg", "train", "real"), _tokenizer(root), 8, p.augment, 0.15,
                         image_size=SIZE)  # fmt: skip
-    assert len(pairs) == 4 and pairs.n_images == 2 and pairs.index.tolist() == [0, 0, 1, 1]
+    assert len(pairs) == 4 and pairs.index.tolist() == [0, 0, 1, 1]
     np.testing.assert_allclose(pairs.boxes[0].numpy(), Letterbox.fit(100, 70, SIZE).to_input([(5, 5, 38, 28)])[0],
                                rtol=1e-6)  # fmt: skip
     item = pairs[0]
     assert item["image"].shape == (3, SIZE, SIZE) and item["mask"].shape == (SIZE, SIZE) and item["mask"].sum() > 0
+
+    # the pre-training phase's pairs: VG's image 1 is COCO's 2, so its regions share that caption image's id
+    captions, flickr_pairs, vg = caption_pairs(p, data, _tokenizer(root), SIZE).datasets
+    coco = {r.image_id: int(i) for r, i in zip(captions.records, captions.image_ids, strict=True)}
+    assert vg.image_ids.tolist() == [coco["2"]] * 2 + [int(vg.image_ids[2])] * 2
+    ids = [*coco.values(), *set(flickr_pairs.image_ids.tolist()), int(vg.image_ids[2])]
+    assert len(ids) == len(set(ids)) == 3 + 2 + 1
 
 
 def _tokenizer(root: Path):

@@ -9,7 +9,7 @@ import pytest
 
 from vlrepro.data.real.config import RealDataConfig
 from vlrepro.data.real.errors import DatasetError
-from vlrepro.data.real.overlap import without_images_of
+from vlrepro.data.real.overlap import shared_image_numbers, without_images_of
 from vlrepro.data.real.visual_genome import load_visual_genome, visual_genome_from_config
 from vlrepro.data.records import Record, Split, load_split, save_split
 
@@ -136,3 +136,15 @@ def test_training_regions_of_an_evaluated_image_are_left_out(tmp_path, held_out,
     assert all(r.image_id != "10" for r in kept.records) == bool(dropped)
     assert kept.meta["held_out_images"] == {"images": dropped, "records": dropped}
     assert kept.meta["n_regions"] == split.meta["n_regions"]
+
+
+def test_a_photo_that_several_training_sets_hold_gets_one_number(tmp_path):
+    vg = load_visual_genome(write_vg(tmp_path))["train"]  # VG 10 is COCO's 123 and Flickr's 456; VG 1 neither
+    coco = Split([_held_out("", i).records[0] for i in ("7", "123", "7")], meta={"dataset": "coco_karpathy"})
+    flickr = _held_out("flickr30k_entities", "456")
+    world = Split([Record(image_id=str(i), image=i, width=8, height=8) for i in (0, 1)])
+    numbers = shared_image_numbers([coco, vg, flickr, world, world])
+    assert numbers[0] == {"7.jpg": 0, "123.jpg": 1}
+    assert numbers[1] == {vg.records[0].image: 2, vg.records[2].image: 1}  # VG 10 is COCO's 123
+    assert numbers[2] == {"456.jpg": 1}  # through VG 10's flickr_id
+    assert numbers[3] == {0: 3, 1: 4} and numbers[4] == {0: 5, 1: 6}  # world images are never shared

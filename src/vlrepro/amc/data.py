@@ -40,7 +40,7 @@ judged on the same pairs:
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,8 +96,9 @@ class RegionPairs(torch.utils.data.Dataset):
     """``vg`` regions: image, text ids (and an MLM-masked copy), box mask, has_box, image index.
 
     With ``boxes=False`` every record with a text is a pair and none has a box (all-zero mask): the
-    image-caption pairs of the ALBEF pre-training phase. ``image_offset`` is added to the image index, so
-    that the images of several splits (a ``ConcatDataset``) keep distinct ids in a batch. A real split (no
+    image-caption pairs of the ALBEF pre-training phase. ``image_ids`` (``Record.image`` -> number) sets the
+    ids that tell a batch's images apart, for several splits in a ``ConcatDataset`` (``shared_image_numbers``);
+    by default the image's index in the split. A real split (no
     ``images.npy``) is read from its files, each letterboxed to ``image_size`` with its box.
     """
 
@@ -112,7 +113,7 @@ class RegionPairs(torch.utils.data.Dataset):
         box_seed: int = 0,
         limit: int | None = None,
         boxes: bool = True,
-        image_offset: int = 0,
+        image_ids: Mapping[int | str, int] | None = None,
         image_size: int | None = None,
     ):
         records = [r for r in split.records[:limit] if (r.boxes if boxes else r.text)]
@@ -121,7 +122,6 @@ class RegionPairs(torch.utils.data.Dataset):
         self.records, self.meta, self.size = records, split.meta, image_size
         if split.images is not None:
             self.images: torch.Tensor | None = torch.from_numpy(np.array(split.images))
-            self.n_images = len(self.images)
             self.index = torch.tensor([int(r.image) for r in records])
             box_rows = [r.boxes[0] if boxes else (0.0, 0.0, 0.0, 0.0) for r in records]
         else:
@@ -129,11 +129,10 @@ class RegionPairs(torch.utils.data.Dataset):
                 raise ValueError("RegionPairs of a real split (image files) needs image_size, the model's input")
             self.images = None
             files = image_numbers(records)
-            self.n_images = len(files)
             self.index = torch.tensor([files[str(r.image)] for r in records])
             box_rows = [tuple(Letterbox.fit(r.width, r.height, image_size).to_input([r.boxes[0]])[0]) if boxes
                         else (0.0, 0.0, 0.0, 0.0) for r in records]  # fmt: skip
-        self.image_offset = image_offset
+        self.image_ids = self.index if image_ids is None else torch.tensor([image_ids[r.image] for r in records])
         self.boxes = torch.tensor(box_rows, dtype=torch.float32)  # an empty box: an all-zero mask
         self.ids = encode_rows(tokenizer, [r.text for r in records], max_len)
         self.flipped_ids = encode_rows(tokenizer, [swap_left_right(r.text) for r in records], max_len)
@@ -165,7 +164,7 @@ class RegionPairs(torch.utils.data.Dataset):
         mlm_ids, labels = mask_tokens(ids, ~torch.isin(ids, self.special), self.mask_id, self.vocab_size,
                                       self.mlm_prob)
         return {"image": image, "mask": mask, "ids": ids, "mlm_ids": mlm_ids, "mlm_labels": labels,
-                "has_box": self.has_box[i], "image_id": self.index[i] + self.image_offset}
+                "has_box": self.has_box[i], "image_id": self.image_ids[i]}
 
     def collate(self, items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         return {

@@ -32,6 +32,7 @@ from vlrepro.amc.data import RegionPairs, open_split
 from vlrepro.amc.model import ALBEF
 from vlrepro.amc.run import curve_point, curve_set
 from vlrepro.amc.train import train_albef
+from vlrepro.data.real.overlap import shared_image_numbers
 from vlrepro.io import write_json
 from vlrepro.models import load_pretrained, save_pretrained
 
@@ -53,14 +54,13 @@ def build_from_clip(params: AMCParams, ckpt_dir: Path, seed: int) -> ALBEF:
 def caption_pairs(
     params: AMCParams, data_dir: Path, tokenizer: Any, image_size: int | None = None
 ) -> torch.utils.data.ConcatDataset:
-    """The train texts of ``amc.pretrain.sets`` as box-free pairs, image ids distinct across sets
-    (``image_size``: the model's input, for real splits' image files)."""
-    parts, offset = [], 0
-    for name in params.pretrain.sets:
-        split = open_split(data_dir, name, "train", params.source)
-        parts.append(RegionPairs(split, tokenizer, params.max_len, params.augment, params.mlm_prob, boxes=False,
-                                 image_offset=offset, image_size=image_size))  # fmt: skip
-        offset += parts[-1].n_images
+    """The train texts of ``amc.pretrain.sets`` as box-free pairs (``image_size``: the model's input, for real
+    splits' image files). Image ids are counted across the sets: a real photo that two sets hold (a COCO image
+    of COCO captions and VG) has one id, so that its texts are never contrastive negatives of each other."""
+    splits = [open_split(data_dir, name, "train", params.source) for name in params.pretrain.sets]
+    parts = [RegionPairs(split, tokenizer, params.max_len, params.augment, params.mlm_prob, boxes=False,
+                         image_ids=numbers, image_size=image_size)
+             for split, numbers in zip(splits, shared_image_numbers(splits), strict=True)]  # fmt: skip
     return torch.utils.data.ConcatDataset(parts)
 
 

@@ -208,3 +208,13 @@ def test_params_name_variants_and_claims():
     rows = claim_rows(tuple(params.variants))
     assert {(r["variant"], r["reference_variant"]) for r in rows} == {
         ("amc", "baseline"), ("amc", "mean_only"), ("amc", "max_only")}
+
+
+def test_variants_without_a_gradcam_layer_take_the_sections():
+    variants = {"baseline": {"lambda1": 0, "lambda2": 0}, "amc": {}, "last": {"gradcam_layer": -1}}
+    params = AMCParams.model_validate({"gradcam_layer": 2, "variants": variants})
+    assert [params.variant(n).gradcam_layer for n in variants] == [2, 2, -1]
+    assert params.variant("baseline").lambda1 == 0
+    defaults = AMCParams.model_validate({"gradcam_layer": 1}).variants  # the default variants take it too
+    assert {v.gradcam_layer for v in defaults.values()} == {1} and len(defaults) == len(AMCParams().variants)
+    assert {v.gradcam_layer for v in AMCParams.model_validate({"variants": variants}).variants.values()} == {0, -1}

@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from vlrepro.data.images import (
@@ -86,6 +87,13 @@ def test_missing_and_corrupt_images_name_the_file_record_split_and_key(tmp_path)
     _jpeg(tmp_path / "train2014" / "COCO_3.jpg", 500, 300)  # annotations say 300x500
     with pytest.raises(DatasetError, match=r"COCO_3.jpg: image is 500x300 px but the annotations .* say 300x500"):
         load_image(meta, _record("COCO_3.jpg", 300, 500), 64, "data/real/refcoco/val")
+
+    # decoded in a DataLoader worker, the error reaches the run with the same message, not the worker's traceback
+    loader = torch.utils.data.DataLoader([_record("COCO_2.jpg", 300, 500)], batch_size=None, num_workers=1,
+                                         collate_fn=lambda r: load_image(meta, r, 64, "data/real/refcoco/val"))
+    with pytest.raises(DatasetError, match=corrupt) as err:
+        next(iter(loader))
+    assert "Traceback" not in str(err.value) and "\n" not in str(err.value)
 
 
 def test_missing_images_stop_the_run_with_their_count_and_first_paths(tmp_path):

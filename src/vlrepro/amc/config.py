@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -33,7 +33,7 @@ class VariantParams(Section):
     delta2: float = Field(0.5, ge=0, description="margin Δ2 of L_max")
     box_share: float = Field(1.0, gt=0, le=1, description="share of training regions whose box mask AMC may use")
     gradcam_layer: int = Field(0, description="fusion layer (0-based, negative from the last) of the heatmap, "
-                               "for training and evaluation")
+                               "for training and evaluation; unset: amc.gradcam_layer")
 
 
 class AugmentParams(Section):
@@ -115,6 +115,8 @@ class AMCParams(Section):
         "profile trains one of four: the frozen prefix runs once per batch without autograd (CPU budget)"
     )  # fmt: skip
     text_layers: int = Field(2, ge=1, description="BERT layers of the text encoder; the rest become fusion layers")
+    gradcam_layer: int = Field(0, description="fusion layer of the heatmap of every variant that sets none (ALBEF's "
+                               "release: 2, its layer 8, as the paper)")
     max_len: int = Field(25, ge=4, description="tokens per text ([CLS]/[SEP] included); card: 25")
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(32, ge=2)
@@ -150,6 +152,17 @@ class AMCParams(Section):
         },
         description="name -> loss settings; dvc.yaml's amc matrix names them",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _variants_take_the_section_layer(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "gradcam_layer" not in data:
+            return data
+        variants = data.get("variants", cls.model_fields["variants"].default_factory())  # type: ignore[misc]
+        as_dicts = {n: v.model_dump(exclude_unset=True) if isinstance(v, VariantParams) else v
+                    for n, v in variants.items()}  # fmt: skip
+        layer = {"gradcam_layer": data["gradcam_layer"]}
+        return {**data, "variants": {n: layer | v if isinstance(v, dict) else v for n, v in as_dicts.items()}}
 
     @field_validator("variants")
     @classmethod

@@ -98,8 +98,8 @@ class RegionPairs(torch.utils.data.Dataset):
     With ``boxes=False`` every record with a text is a pair and none has a box (all-zero mask): the
     image-caption pairs of the ALBEF pre-training phase. ``image_ids`` (``Record.image`` -> number) sets the
     ids that tell a batch's images apart, for several splits in a ``ConcatDataset`` (``shared_image_numbers``);
-    by default the image's index in the split. A real split (no
-    ``images.npy``) is read from its files, each letterboxed to ``image_size`` with its box.
+    by default the image's index in the split. A real split (no ``images.npy``) is read from its files, each
+    letterboxed to ``image_size`` with its box.
     """
 
     def __init__(

@@ -351,8 +351,9 @@ def run(
     model = build_model(params, albef_dir)
     n_fusion = len(model.fusion)
     if not -n_fusion <= variant.gradcam_layer < n_fusion:
-        raise ValueError(f"amc.variants.{variant_name}.gradcam_layer = {variant.gradcam_layer}: the model has "
-                         f"{n_fusion} fusion layers (text_layers = {params.text_layers} of the BERT's layers)")
+        raise ValueError(f"amc.variants.{variant_name}.gradcam_layer (or amc.gradcam_layer) = "
+                         f"{variant.gradcam_layer}: the model has {n_fusion} fusion layers (text_layers = "
+                         f"{params.text_layers} of the BERT's layers)")  # fmt: skip
     size = model.visual.config.img_size
     splits = {(name, split): open_split(data_dir, name, split, params.source)  # every image checked first
               for name, split in [(params.train_set, "train"), *params.eval.splits()]}  # fmt: skip

@@ -34,6 +34,13 @@ class DatasetError(ValueError):
     The message names the file and what was expected, so that a user can fix the data without reading code.
     """
 
+    def __init__(self, message: str) -> None:
+        # A DataLoader worker's error reaches the training process as a new one, whose message is the worker's
+        # whole traceback; the stages print only the message, which is its last line.
+        if message.startswith(f"Caught {type(self).__name__} in DataLoader worker"):
+            message = message.rstrip().rsplit(f"{type(self).__name__}: ", 1)[-1]
+        super().__init__(message)
+
 
 def missing(path: Path | str, expected: str) -> DatasetError:
     """The error for a missing file or folder: ``<path>: missing; expected <expected> (see README ...)``."""

@@ -55,8 +55,8 @@ def shared_image_numbers(splits: Sequence[Split]) -> list[dict[int | str, int]]:
             keys = _keys(r, split.meta.get("dataset"))
             known = [number_of[k] for k in keys if k in number_of]
             # Two earlier numbers for one photo would need two datasets that share it only through a third (a
-            # VG image that is both a COCO and a Flickr30k photo, met after both); the first is kept then.
-            own[r.image] = known[0] if known else count
+            # VG image that is both a COCO and a Flickr30k photo, met after both); the smaller is kept then.
+            own[r.image] = min(known) if known else count
             count += not known
             number_of.update(dict.fromkeys(keys, own[r.image]))
         numbers.append(own)

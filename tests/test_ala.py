@@ -8,8 +8,9 @@ import torch
 
 from vlrepro.ala.__main__ import claims, gates
 from vlrepro.ala.config import ALAParams
+from vlrepro.ala.data import load_world_cub
 from vlrepro.ala.model import ALA, ALAConfig, ala_loss, minmax
-from vlrepro.ala.run import load_world_cub, score, train
+from vlrepro.ala.run import score, train
 from vlrepro.config import ConfigError
 from vlrepro.data.world.config import WorldConfig
 from vlrepro.data.world.suite import build_suite
@@ -142,33 +143,3 @@ def test_params_reject_unknown_methods_and_variants():
         ALAParams.model_validate({"baselines": ["lime"]})
     with pytest.raises(ConfigError, match="no variant 'nope'"):
         ALAParams().variant("nope")
-
-
-def test_real_cub_runs_end_to_end_on_fixture_jpegs_and_masks(tmp_path):
-    from test_real_cub import write_cub
-
-    from vlrepro.ala.run import train_and_evaluate
-    from vlrepro.data.real.config import RealDataConfig
-    from vlrepro.data.real.errors import DatasetError
-    from vlrepro.models import save_pretrained
-    from vlrepro.models.clip import CLIPConfig, DualEncoder
-    from vlrepro.models.text import TextConfig, train_wordpiece
-
-    root = write_cub(tmp_path / "CUB_200_2011", tmp_path / "segmentations")
-    tok = train_wordpiece(["a bird", "an albatross"], vocab_size=40)
-    vision = ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
-    text = TextConfig(vocab_size=tok.get_vocab_size(), hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
-                      mlm_head=False)  # fmt: skip
-    save_pretrained(DualEncoder(CLIPConfig(vision=vision, text=text, embed_dim=8), tok), tmp_path / "clip")
-    p = tiny_params(steps=3, cache_clip=False).model_copy(update={"source": "real"})
-    p = p.model_copy(update={"model": p.model.model_copy(update={"clip_layers": (1,)})})
-    real = RealDataConfig(cub=root, cub_segmentations=tmp_path / "segmentations")
-    result = train_and_evaluate(p, "full", 0, tmp_path / "unused", tmp_path / "clip", real)
-    m = result.metrics["full"]["cub"]["test"]
-    assert m["chance"] == pytest.approx(1 / 3) and 0 <= m["miou"] <= 1
-    assert len(result.examples["full"]["maps"][0]) == 32  # maps at the CLIP tower's input size
-    with pytest.raises(DatasetError, match="data.real.cub is not set"):
-        train_and_evaluate(p, "full", 0, tmp_path, tmp_path / "clip", RealDataConfig())
-    bare = write_cub(tmp_path / "bare" / "CUB_200_2011", None)  # no segmentations/ anywhere near it
-    with pytest.raises(DatasetError, match="cub_segmentations"):
-        train_and_evaluate(p, "full", 0, tmp_path, tmp_path / "clip", RealDataConfig(cub=bare))

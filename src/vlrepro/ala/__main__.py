@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         params_file = find_params_file()
-        P = load_params(params_file, sections=["ala", "data"])
+        P = load_params(params_file, sections=["ala"])
         p = P.ala
         if args.command == "run":
             p.variant(args.variant)
@@ -70,12 +70,12 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)  # as every matrix run: two single-thread runs at once use both cores best
     root = params_file.parent
-    data, clip = root / "data" / "world", root / "checkpoints" / "pretrain" / "clip"
+    data, clip = root / "data" / p.source, root / "checkpoints" / "pretrain" / "clip"
     try:
         if args.command == "run":
-            result = train_and_evaluate(p, args.variant, args.seed, data, clip, P.data.real)
+            result = train_and_evaluate(p, args.variant, args.seed, data, clip)
         else:
-            result = baselines(p, args.seed, data, clip, P.data.real)
+            result = baselines(p, args.seed, data, clip)
     except DatasetError as e:  # a real dataset's path not set or not as expected: say which, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,6 +1,5 @@
 """One ALA run (a variant of the ``ala`` section, one seed) and the post-hoc baselines, on a cub set: the world's
-(``source: world``) or CUB-200-2011 through the adapter (``source: real``, images and bird masks resized to the
-CLIP tower's input).
+(``source: world``) or CUB-200-2011 (``source: real``; ``vlrepro.ala.data``).
 
 ``train_and_evaluate(params, variant, seed, data_dir, clip_dir)`` trains the adapter on the frozen CLIP image
 tower of the pretrain stage (``checkpoints/pretrain/clip``) and scores its attention maps;
@@ -24,72 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from vlrepro.ala.config import ALAParams
+from vlrepro.ala.data import CUB, load_cub
 from vlrepro.ala.model import ALA, ALAConfig, ala_loss
-from vlrepro.data.real.config import RealDataConfig
-from vlrepro.data.records import load_split
 from vlrepro.metrics.explanation import RULES, binarise, gaussian_blob, insertion_deletion, iou, random_maps
 from vlrepro.models.backbones import ViTBackbone
 from vlrepro.train import TrainConfig, fit, run_dir
 
 Explainer = Callable[[Tensor, Tensor], Tensor]  # (images, target classes) -> (B, H, W) saliency
-
-
-@dataclass
-class CUB:
-    """One split of a cub set: images (N, 3, H, W) uint8, labels (N,), target masks (N, H, W) bool."""
-
-    images: Tensor
-    labels: Tensor
-    masks: Tensor
-    names: list[str]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def batch(self, idx: Tensor | slice, device: torch.device | str = "cpu") -> Tensor:
-        """Float images in [0, 1] (the backbones' input) of the items ``idx``, on ``device``."""
-        return self.images[idx].to(device).float() / 255
-
-
-def load_world_cub(folder: Path) -> CUB:
-    split = load_split(Path(folder), mmap=False)
-    if split.instances is None:
-        raise FileNotFoundError(f"{folder}: no instances.npy (the target masks); re-run the `data` stage")
-    masks = np.stack([split.mask(r, 0) for r in split.records])
-    names = [s["name"] for s in split.meta["species"]]
-    return CUB(torch.from_numpy(np.ascontiguousarray(split.images)).permute(0, 3, 1, 2).contiguous(),
-               torch.tensor([r.labels[0] for r in split.records]), torch.from_numpy(masks), names)  # fmt: skip
-
-
-def load_real_cub(real: RealDataConfig, size: int) -> dict[str, CUB]:
-    """CUB-200-2011 through the adapter (``data.real.cub``, ``cub_segmentations``), images and bird masks
-    resized to ``size`` x ``size`` (the CLIP tower's input; bilinear for images, nearest for masks)."""
-    from PIL import Image
-
-    from vlrepro.data.real.cub import clean_class_name, cub_from_config, load_cub_mask
-    from vlrepro.data.real.errors import not_set
-
-    splits = cub_from_config(real)
-    out = {}
-    for name, split in splits.items():
-        if split.meta.get("mask_root") is None:
-            raise not_set("cub_segmentations", "the segmentations/ folder (ALA scores maps against the bird masks)")
-        images, masks = [], []
-        for r in split.records:
-            with Image.open(Path(split.meta["image_root"]) / r.image) as im:
-                images.append(np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR)))
-            mask = Image.fromarray(load_cub_mask(split.meta["mask_root"], r))
-            masks.append(np.asarray(mask.resize((size, size), Image.NEAREST)))
-        names = [clean_class_name(c) for c in split.meta["classes"]]
-        out[name] = CUB(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
-                        torch.tensor([r.labels[0] for r in split.records]), torch.from_numpy(np.stack(masks)), names)
-    return out
 
 
 def build_model(p: ALAParams, clip_visual: ViTBackbone, num_classes: int, attention: bool = True) -> ALA:
@@ -269,28 +214,18 @@ class RunResult:
     seconds: float
 
 
-def _load(
-    p: ALAParams, data_dir: Path, clip_dir: Path, real: RealDataConfig | None
-) -> tuple[CUB, CUB, CUB, ViTBackbone]:
+def _load(p: ALAParams, data_dir: Path, clip_dir: Path) -> tuple[CUB, CUB, CUB, ViTBackbone]:
     """train, val, test and the frozen CLIP image tower (the pretrain stage's)."""
     from vlrepro.models import load_pretrained
 
     clip = load_pretrained(Path(clip_dir)).visual
-    if p.source == "real":
-        if real is None:
-            raise ValueError("ala.source = 'real' needs the data.real section (the CUB paths)")
-        splits = load_real_cub(real, clip.config.img_size)
-        return splits["train"], splits["val"], splits["test"], clip
-    cub = Path(data_dir) / "cub"
-    return *(load_world_cub(cub / s) for s in ("train", "val", "test")), clip
+    return *load_cub(p.source, data_dir, clip.config.img_size), clip
 
 
-def train_and_evaluate(
-    p: ALAParams, variant: str, seed: int, data_dir: Path, clip_dir: Path, real: RealDataConfig | None = None
-) -> RunResult:
+def train_and_evaluate(p: ALAParams, variant: str, seed: int, data_dir: Path, clip_dir: Path) -> RunResult:
     t0 = time.perf_counter()
     v = p.variant(variant)
-    train_set, val, test, clip = _load(v, data_dir, clip_dir, real)
+    train_set, val, test, clip = _load(v, data_dir, clip_dir)
     torch.manual_seed(seed)
     model = build_model(v, clip, len(train_set.names))
 
@@ -305,10 +240,10 @@ def train_and_evaluate(
     return RunResult({variant: metrics}, {variant: examples}, history, time.perf_counter() - t0)
 
 
-def baselines(p: ALAParams, seed: int, data_dir: Path, clip_dir: Path, real: RealDataConfig | None = None) -> RunResult:
+def baselines(p: ALAParams, seed: int, data_dir: Path, clip_dir: Path) -> RunResult:
     """The plain classifier of ``seed``, explained by each method of ``p.baselines``."""
     t0 = time.perf_counter()
-    train_set, _, test, clip = _load(p, data_dir, clip_dir, real)
+    train_set, _, test, clip = _load(p, data_dir, clip_dir)
     torch.manual_seed(seed)
     model = build_model(p, clip, len(train_set.names), attention=False)
     history = train(model, train_set, p, seed)

@@ -16,6 +16,7 @@ from vlrepro.report import GATE_COLUMNS, LEDGER_COLUMNS, PAPERS, build_report
 from vlrepro.report.claims import ClaimError
 from vlrepro.report.collect import MetricsError, collect, summarize
 from vlrepro.report.figures import FigureHintError
+from vlrepro.report.plots import write_curves
 
 DATA = {
     "baselines": {
@@ -414,3 +415,21 @@ def test_a_stages_own_figures_are_shown_under_it_and_linked_in_place(tmp_path):
     html = (out / "report.html").read_text()
     assert base64.b64encode(png).decode() in html
     assert not (out / "figures").exists()  # linked in place, not copied
+
+
+def test_the_values_of_a_papers_learning_curves_are_tabulated_under_its_figures(tmp_path):
+    metrics = write_fixture(tmp_path / "metrics")
+    figures, plots = tmp_path / "figures", tmp_path / "plots"
+    figures.mkdir()
+    (figures / "amc_learning_curves.png").write_bytes(b"\x89PNG\r\n\x1a\n-curves")
+    write_curves(plots / "amc_curves.json", {"amc": pd.Series([0.2, 0.41234], index=[0, 500]),
+                                             "no_amc": pd.Series([0.1], index=[500])})  # fmt: skip
+    out = tmp_path / "out"
+    build_report(metrics, out, "t", 0.05, stage_figures_dir=figures, plots_dir=plots)
+
+    amc_figures = section(section((out / "REPORT.md").read_text(), "## AMC"), "### Figures")
+    rows = [line.split("|")[1:-1] for line in amc_figures.splitlines() if line.startswith("|")]
+    assert [c.strip() for c in rows[0]] == ["step", "amc", "no_amc"]
+    assert [[c.strip() for c in r] for r in rows[2:]] == [["0", "0.200", "—"], ["500", "0.412", "0.100"]]
+    build_report(metrics, tmp_path / "bare", "t", 0.05, stage_figures_dir=figures)  # no plots folder: no table
+    assert "Learning curves of" not in (tmp_path / "bare" / "REPORT.md").read_text()

@@ -43,10 +43,12 @@ def build_report(
     alpha: float,
     stage_figures_dir: Path | None = None,
     profile: str = "default",
+    plots_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Read every metrics JSON under ``metrics_dir`` and write the report files into ``out_dir``.
 
-    ``profile`` (params.yaml's) says in the summary which data the numbers come from. Returns the written
+    ``profile`` (params.yaml's) says in the summary which data the numbers come from; ``plots_dir`` holds the
+    learning curves' values (``<stage>_curves.json``), tabulated under each paper's figures. Returns the written
     paths (``report_md``, ``report_html``, ``claims_csv``, ``gates_csv``, ``figures``), the ``stages`` found,
     the per-seed aggregate ``summary``, the ``gates`` and the ``claims`` ledger (DataFrames), and
     ``verdicts`` (verdict → count), for a notebook to display.
@@ -69,6 +71,7 @@ def build_report(
         alpha=alpha,
         stage_figures_dir=stage_figures_dir,
         out_dir=out_dir,
+        plots_dir=plots_dir,
     )
     stages = ordered_stages({f.stage for f in collection.files})
 

@@ -53,6 +53,7 @@ class Inputs:
     alpha: float
     stage_figures_dir: Path | None
     out_dir: Path
+    plots_dir: Path | None = None  # the `dvc plots` files: a paper's learning curves, <stage>_curves.json
 
 
 def runs_of(collection: Collection, stage: str) -> dict[str, list[int | None]]:
@@ -145,6 +146,28 @@ def own_figures(inputs: Inputs, stages: list[str]) -> list[Image]:
     folder = Path(inputs.stage_figures_dir)
     paths = sorted({p for stage in stages for p in folder.glob(f"{stage}_*.png")})
     return [Image(Path(os.path.relpath(p, inputs.out_dir)).as_posix(), p.read_bytes(), p.stem) for p in paths]
+
+
+def curve_blocks(inputs: Inputs, stages: list[str]) -> list[Block]:
+    """The values of each stage's learning-curve figure, from the file ``dvc plots`` reads
+    (``<stage>_curves.json`` in ``plots_dir``): a row per evaluation step, a column per variant."""
+    blocks: list[Block] = []
+    for stage in stages:
+        path = None if inputs.plots_dir is None else Path(inputs.plots_dir) / f"{stage}_curves.json"
+        if path is None or not path.is_file():
+            continue
+        records = json.loads(path.read_text())
+        if not records:
+            continue
+        frame = pd.DataFrame(records).set_index("step").sort_index()
+        cells = frame.map(lambda v: "—" if pd.isna(v) else f"{v:.3f}").reset_index()
+        blocks += [
+            Heading(f"Learning curves of `{stage}`", 4),
+            Text(f"The values of the learning-curve figure: the validation metric its title names, seed 0, by "
+                 f"training step (`{path.name}`; `dvc plots show` draws them). `—`: no point at that step."),
+            Table(cells),
+        ]  # fmt: skip
+    return blocks
 
 
 def stage_metric_blocks(inputs: Inputs, stage: str, level: int) -> list[Block]:
@@ -255,7 +278,7 @@ def paper_blocks(inputs: Inputs, paper: str) -> tuple[list[Block], list[Image]]:
     images = [img for stage in stages if (img := stage_figure_image(inputs, stage)) is not None]
     figures = images + own_figures(inputs, stages)
     if figures:
-        blocks += [Heading("Figures", 3), *figures]
+        blocks += [Heading("Figures", 3), *figures, *curve_blocks(inputs, stages)]
 
     blocks.append(Heading("All evaluation metrics", 3))
     for stage in stages:

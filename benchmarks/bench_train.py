@@ -6,12 +6,15 @@
 For each model's training step (forward, backward, AdamW) at the default profile's batch and sizes it prints
 samples/s, the achieved GFLOP/s (FLOPs of one step counted by ``torch.utils.flop_counter``) and that rate as
 a share of the machine's matmul peak at the same precision and thread count, measured in the same run (a
-2048² fp32 and a bf16 matmul). Models: ``smcim`` and ``transformer`` (TransVG-style) on inputs shaped like
-the cached features; ``clip`` (the pretrain stage's dual encoder), ``albef`` (AMC's model, one AMC training
-batch), ``glip`` (GLIP-T(B), one detection batch), ``ala`` (the full ALA on the frozen CLIP, its maps cached
-as in the runs) and ``blip`` (BLIP's MED, ITC + ITM + LM on a batch of human captions, the frozen ViT's tokens
-cached as in the runs) from ``checkpoints/pretrain`` when it exists. Inputs are random (GLIP's: world det images):
-throughput does not depend on the values. Machines are noisy: compare figures from one run.
+2048² fp32 and a bf16 matmul). Models: the pretrain stage's ``text`` (MLM on world texts), ``cnn`` and ``vit``
+(attribute pre-training on world scenes) and ``clip`` (the dual encoder on world captions); ``smcim`` and
+``transformer`` (TransVG-style) on inputs shaped like the cached features; ``albef`` (AMC's model, one AMC
+training batch), ``glip`` (GLIP-T(B), one detection batch), ``ala`` (the full ALA on the frozen CLIP, its maps
+cached as in the runs) and ``blip`` (BLIP's MED, ITC + ITM + LM on a batch of human captions, the frozen ViT's
+tokens cached as in the runs); all but ``cnn``, ``vit``, ``smcim`` and ``transformer`` need
+``checkpoints/pretrain``. SMCIM's and ALA's inputs are random, the others' are world batches: throughput does
+not depend on the values, only on their shapes (such as text lengths). Machines are noisy: compare figures
+from one run.
 """
 
 from __future__ import annotations
@@ -59,20 +62,47 @@ def smcim_step(variant: str, batch: int) -> tuple[torch.nn.Module, Step]:
     return model, step
 
 
-def clip_step(batch: int) -> tuple[torch.nn.Module, Step]:
-    from vlrepro.losses.contrastive import info_nce
+def text_step(batch: int) -> tuple[torch.nn.Module, Step]:
     from vlrepro.models import load_pretrained
+    from vlrepro.pretrain import mlm
+    from vlrepro.pretrain.data import train_texts
 
+    p = load_params(find_params_file(), sections=["pretrain"]).pretrain.text
+    text = load_pretrained(Path("checkpoints/pretrain/text"))  # the pretrain stage's world BERT and tokenizer
+    model = mlm.MaskedLM(text)
+    data = mlm.MaskedTexts(train_texts(Path("data/world"))[: 4 * batch], text.tokenizer, p.max_len, p.mask_prob)
+    b = data.collate([data[i] for i in range(batch)])
+    return model, lambda: mlm.mlm_loss(model, b)["loss"]
+
+
+def backbone_step(kind: str, batch: int) -> tuple[torch.nn.Module, Step]:
+    """The pretrain stage's attribute pre-training of the CNN or the ViT, one batch of world scenes."""
+    from torch.utils.data import default_collate
+
+    from vlrepro.pretrain import attributes
+    from vlrepro.pretrain.data import load_scene_images
+    from vlrepro.pretrain.run import build_backbone
+
+    p = load_params(find_params_file(), sections=["pretrain"]).pretrain
+    images = load_scene_images(Path("data/world"), p.image_sets, "train", limit=batch)
+    space = attributes.AttributeSpace.from_meta(images.meta, p.hold_out_novel)
+    data = attributes.AttributeImages(images, space, p.grid_stride)
+    model = attributes.AttributeModel(build_backbone(kind, p, images.image_size), space, p.grid_stride)
+    b = default_collate([data[i] for i in range(batch)])
+    classes, mask = space.classes_per_group, space.label_mask()
+    return model, lambda: attributes.attribute_loss(model, b, classes, mask)["loss"]
+
+
+def clip_step(batch: int) -> tuple[torch.nn.Module, Step]:
+    from vlrepro.models import load_pretrained
+    from vlrepro.pretrain import contrastive
+
+    p = load_params(find_params_file(), sections=["pretrain"]).pretrain.clip
     model = load_pretrained(Path("checkpoints/pretrain/clip"))
-    images = torch.randn(batch, 3, 64, 64)
-    ids = torch.randint(5, model.text.tokenizer.get_vocab_size(), (batch, 16))
-    mask = torch.ones_like(ids)
-
-    def step() -> torch.Tensor:
-        img, txt, scale = model(images, ids, mask)
-        return info_nce(img, txt, scale)
-
-    return model, step
+    splits = contrastive.load_caption_splits(Path("data/world"), p.sets)
+    data = contrastive.CaptionPairs(splits, model.text.tokenizer, model.config.text.max_len, p.hard_negatives)
+    b = data.collate([data[i] for i in range(batch)])  # world captions: the stage's text lengths
+    return model, lambda: contrastive.clip_loss(model, b)["loss"]
 
 
 def albef_step(batch: int) -> tuple[torch.nn.Module, Step]:
@@ -164,14 +194,17 @@ def measure(model: torch.nn.Module, step: Step, batch: int, bf16: bool, compiled
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="*", default=["smcim", "transformer", "clip", "albef", "glip", "ala",
-                                                          "blip"])
+    ap.add_argument("--models", nargs="*", default=["text", "cnn", "vit", "clip", "smcim", "transformer", "albef",
+                                                          "glip", "ala", "blip"])
     ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile (adds a minute per model)")
     ap.add_argument("--steps", type=int, default=10)
     args = ap.parse_args()
     P = load_params(find_params_file())
     builders = {
+        "text": lambda: text_step(P.pretrain.text.batch_size),
+        "cnn": lambda: backbone_step("cnn", P.pretrain.cnn.batch_size),
+        "vit": lambda: backbone_step("vit", P.pretrain.vit.batch_size),
         "smcim": lambda: smcim_step("full", P.smcim.train.batch_size),
         "transformer": lambda: smcim_step("transformer", P.smcim.train.batch_size),
         "clip": lambda: clip_step(P.pretrain.clip.batch_size),
@@ -180,14 +213,16 @@ def main() -> None:
         "ala": lambda: ala_step(P.ala.train.batch_size),
         "blip": lambda: blip_step(P.blip.train.batch_size),
     }
-    batches = {"smcim": P.smcim.train.batch_size, "transformer": P.smcim.train.batch_size,
+    batches = {"text": P.pretrain.text.batch_size, "cnn": P.pretrain.cnn.batch_size, "vit": P.pretrain.vit.batch_size,
+               "smcim": P.smcim.train.batch_size, "transformer": P.smcim.train.batch_size,
                "clip": P.pretrain.clip.batch_size, "albef": P.amc.batch_size,
                "glip": P.glip.train.batch_size, "ala": P.ala.train.batch_size,
                "blip": P.blip.train.batch_size}  # fmt: skip
-    pretrained = ("clip", "albef", "glip", "ala", "blip")
-    if any(m in args.models for m in pretrained) and not Path("checkpoints/pretrain/clip").is_dir():
-        print(f"checkpoints/pretrain missing (dvc repro pretrain): {', '.join(pretrained)} skipped")
-        args.models = [m for m in args.models if m not in pretrained]
+    # the pretrain stage's checkpoint each model starts from (dvc repro pretrain)
+    needs = {"text": "text"} | dict.fromkeys(("clip", "albef", "glip", "ala", "blip"), "clip")
+    if missing := [m for m in args.models if m in needs and not Path("checkpoints/pretrain", needs[m]).is_dir()]:
+        print(f"checkpoints/pretrain missing (dvc repro pretrain): {', '.join(missing)} skipped")
+        args.models = [m for m in args.models if m not in missing]
     print(f"{'model':12} {'thr':>3} {'prec':>5} {'mode':>7} {'batch':>5} {'ms/step':>8} {'samples/s':>9} "
           f"{'GFLOP/s':>8} {'peak':>6} {'% peak':>6}")  # fmt: skip
     for threads in args.threads:

@@ -307,6 +307,20 @@ def test_load_hf_text_encoder_missing_folder_names_it(tmp_path):
         load_hf_text_encoder(missing)
 
 
+def test_a_missing_weights_path_names_its_params_key(tmp_path):
+    from vlrepro.pretrain.config import PretrainParams
+    from vlrepro.pretrain.run import build_backbone, pretrain_text
+
+    missing = str(tmp_path / "nope.pth")
+    p = PretrainParams.model_validate({"cnn": {"weights": missing}, "vit": {"weights": missing},
+                                       "text": {"source": "hf", "hf_path": str(tmp_path / "bert")}})  # fmt: skip
+    for kind in ("cnn", "vit"):
+        with pytest.raises(FileNotFoundError, match=rf"^pretrain\.{kind}\.weights: .*nope\.pth"):
+            build_backbone(kind, p, 64)
+    with pytest.raises(FileNotFoundError, match=r"^pretrain\.text\.hf_path: .*bert"):
+        pretrain_text(p, tmp_path, tmp_path / "out")
+
+
 def test_load_hf_text_encoder_without_tokenizer_is_an_error(tiny_bert_dir, tmp_path):
     path, _ = tiny_bert_dir
     (tmp_path / "config.json").write_text((path / "config.json").read_text())

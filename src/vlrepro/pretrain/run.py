@@ -51,6 +51,14 @@ def train_config(p: TrainParams, seed: int, **overrides: Any) -> TrainConfig:
     )  # fmt: skip
 
 
+def _local(key: str, load: Callable[[], Any]) -> Any:
+    """``load()``; a missing local weights file or folder is re-raised naming its params.yaml key."""
+    try:
+        return load()
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"pretrain.{key}: {e}; set it to a local file or folder, or to null") from None
+
+
 def _fit(
     model: nn.Module, data: torch.utils.data.Dataset, loss: Callable, p: TrainParams, seed: int, **kw: Any
 ) -> list[dict[str, float]]:
@@ -78,7 +86,10 @@ def pretrain_text(params: PretrainParams, data_dir: Path, out_dir: Path, seed: i
     t0 = time.perf_counter()
     p = params.text
     if p.source != "world":
-        model = load_minilm(p.max_len) if p.source == "minilm" else load_hf_text_encoder(p.hf_path, p.max_len)
+        if p.source == "minilm":
+            model = load_minilm(p.max_len)
+        else:
+            model = _local("text.hf_path", lambda: load_hf_text_encoder(p.hf_path, p.max_len))
         _save(model, out_dir, "text", {}, [])
         return Pretrained(model, {}, time.perf_counter() - t0)
     texts = train_texts(data_dir)
@@ -105,14 +116,14 @@ def pretrain_text(params: PretrainParams, data_dir: Path, out_dir: Path, seed: i
 def build_backbone(kind: Literal["cnn", "vit"], params: PretrainParams, image_size: int) -> CNNBackbone | ViTBackbone:
     if kind == "cnn":
         c = params.cnn
-        return CNNBackbone(CNNConfig(arch=c.arch, channels=c.channels, weights=c.weights))
+        cnn = CNNConfig(arch=c.arch, channels=c.channels, weights=c.weights)
+        return _local("cnn.weights", lambda: CNNBackbone(cnn))
     v = params.vit
-    return ViTBackbone(
-        ViTConfig(
-            arch=v.arch, img_size=image_size, patch_size=v.patch_size, embed_dim=v.embed_dim, depth=v.depth,
-            num_heads=v.num_heads, mlp_ratio=v.mlp_ratio, weights=v.weights,
-        )
+    cfg = ViTConfig(
+        arch=v.arch, img_size=image_size, patch_size=v.patch_size, embed_dim=v.embed_dim, depth=v.depth,
+        num_heads=v.num_heads, mlp_ratio=v.mlp_ratio, weights=v.weights,
     )  # fmt: skip
+    return _local("vit.weights", lambda: ViTBackbone(cfg))
 
 
 def pretrain_backbone(

@@ -152,9 +152,11 @@ def curve_blocks(inputs: Inputs, stages: list[str]) -> list[Block]:
     """The values of each stage's learning-curve figure, from the file ``dvc plots`` reads
     (``<stage>_curves.json`` in ``plots_dir``): a row per evaluation step, a column per variant."""
     blocks: list[Block] = []
+    if inputs.plots_dir is None:
+        return blocks
     for stage in stages:
-        path = None if inputs.plots_dir is None else Path(inputs.plots_dir) / f"{stage}_curves.json"
-        if path is None or not path.is_file():
+        path = Path(inputs.plots_dir) / f"{stage}_curves.json"
+        if not path.is_file():
             continue
         records = json.loads(path.read_text())
         if not records:

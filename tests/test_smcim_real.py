@@ -25,6 +25,7 @@ from vlrepro.models import save_pretrained
 from vlrepro.models.backbones import CNNBackbone, CNNConfig
 from vlrepro.models.text import TextConfig, TextEncoder, train_wordpiece
 from vlrepro.smcim import features
+from vlrepro.smcim.config import SMCIMParams
 from vlrepro.smcim.model import SMCIMOutput
 from vlrepro.smcim.real import RealImageExpressions, normalised_to_original, random_object_acc, real_split
 
@@ -41,7 +42,8 @@ def _objects(image_id: int, w: int, h: int) -> list[tuple[int, list[float]]]:
 
 
 def write_fixture(root: Path) -> tuple[Path, Path]:
-    """A refer root holding refcoco, refcoco+ (unc) and refcocog (umd) over seven COCO-named JPEGs."""
+    """A refer root holding refcoco, refcoco+ (unc) and refcocog (umd) over seven COCO-named JPEGs, and refclef
+    (ReferItGame, unc) over the same pictures saved as saiapr_tc-12 files (``root/saiapr``, in subfolders)."""
     images_dir = root / "coco" / "train2014"
     images_dir.mkdir(parents=True)
     images, anns = [], []
@@ -62,6 +64,14 @@ def write_fixture(root: Path) -> tuple[Path, Path]:
         refs = [_ref(image_id * 10 + k, image_id * 10 + k, image_id, splits[image_id], [words[k]], cat=1 + k)
                 for image_id, _, _ in SIZES for k in range(3)]  # fmt: skip
         write_refer(root / "refer", dataset, split_by, refs=refs, images=images, anns=anns)
+    clef_images = [{**im, "file_name": f"{im['id']:02d}/images/{im['id']}.jpg"} for im in images]
+    for coco, clef in zip(images, clef_images, strict=True):
+        (root / "saiapr" / clef["file_name"]).parent.mkdir(parents=True)
+        shutil.copy(images_dir / coco["file_name"], root / "saiapr" / clef["file_name"])
+    clef_splits = {1: "train", 2: "train", 3: "train", 4: "val", 5: "test", 6: "test", 7: "val"}
+    refs = [_ref(image_id * 10 + k, image_id * 10 + k, image_id, clef_splits[image_id], [words[k]], cat=1 + k)
+            for image_id, _, _ in SIZES for k in range(3)]  # fmt: skip
+    write_refer(root / "refer", "refclef", "unc", refs=refs, images=clef_images, anns=anns)
     return root / "refer", images_dir
 
 
@@ -75,7 +85,8 @@ TINY = {  # the paper profile with a tiny model and a few steps, as profiles.smo
 
 def scratch_params(root: Path, refer: Path, images: Path, smcim: dict | None = None) -> Path:
     """The repository's params.yaml in the paper profile, pointed at the fixture, SMCIM shrunk."""
-    return write_paper_params(root, "smcim", {"refer": str(refer), "coco_train2014": str(images)}, smcim or TINY)
+    paths = {"refer": str(refer), "coco_train2014": str(images), "saiapr": str(refer.parent / "saiapr")}
+    return write_paper_params(root, "smcim", paths, smcim or TINY)
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +208,24 @@ def test_cached_path_on_real_data(project, tmp_path):
     world = cached.model_copy(update={"source": "world", "train_sets": ("refcoco",), "eval_sets": ("refcoco",)})
     with pytest.raises(ValueError, match="features of the other source"):
         train_and_evaluate(world, "full", 0, out)
+
+
+def test_referitgame_trains_and_scores_on_its_own_splits(project, tmp_path):
+    root, p, counts = project
+    assert counts["refclef"] == {"train": 9, "val": 6, "test": 6}
+    clef = SMCIMParams.model_validate({**p.model_dump(), "train_sets": ["refclef"], "eval_sets": ["refclef"],
+                                       "train": {**p.train.model_dump(), "encoder_lr": 0.0}})  # fmt: skip
+    out = tmp_path / "features"
+    seconds = features.extract_all(clef, root / "data" / "real", root / "checkpoints" / "pretrain", out, 0)
+    assert sorted(seconds) == ["refclef/test", "refclef/train", "refclef/val"]
+    from vlrepro.smcim.run import train_and_evaluate
+
+    r = train_and_evaluate(clef, "full", 0, out, root / "data" / "real")
+    assert sorted(r.metrics) == ["refclef"] and sorted(r.metrics["refclef"]) == ["test", "val"]
+    assert r.metrics["refclef"]["val"]["random_object_acc@0.5"] == pytest.approx(1 / 3, abs=1e-6)
+    assert r.examples[0]["image"] == "04/images/4.jpg"  # the saiapr file, as refclef's instances.json names it
+    with pytest.raises(ValueError, match="refclef is a real set .* set smcim.source: real"):
+        SMCIMParams(train_sets=("refclef",), eval_sets=("refcoco",))
 
 
 def test_control_by_hand():

@@ -118,6 +118,31 @@ def test_features_round_trip_views_and_swapped_texts(tiny):
         features.load_features(root / "nowhere.safetensors")
 
 
+def test_cached_bytes_do_not_depend_on_threads_or_onednn(tiny):
+    """The cache is computed in float64 and rounded to float16, so that its bytes (and the dvc.lock hashes of the
+    runs that read it) do not depend on the CPU: here two summation orders, one thread with oneDNN and two
+    threads without, must give the same bytes, augmented views included."""
+    root, p = tiny
+    torch.manual_seed(1)
+    cnn = CNNBackbone(CNNConfig(channels=(16, 32, 64, 64))).eval().to(features.ENCODE_DTYPE)
+    tok = train_wordpiece(train_texts(root / "world"), vocab_size=120)
+    text = TextEncoder(TextConfig(vocab_size=120, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                                  mlm_head=False), tok).eval().to(features.ENCODE_DTYPE)  # fmt: skip
+    split, threads = root / "world" / "refcoco" / "train", torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with torch.backends.mkldnn.flags(enabled=True):
+            a = features.extract_split(split, cnn, text, p, 2, 0)
+        torch.set_num_threads(2)
+        with torch.backends.mkldnn.flags(enabled=False):
+            b = features.extract_split(split, cnn, text, p, 2, 0)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(m.dtype == torch.float16 for m in a.levels) and a.states.dtype == torch.float16
+    for x, y in zip([*a.levels, a.states, a.boxes], [*b.levels, b.states, b.boxes], strict=True):
+        assert torch.equal(x, y)
+
+
 def test_run_is_deterministic_and_scores_every_split(tiny):
     root, p = tiny
     a = train_and_evaluate(p, "full", 0, root / "features")

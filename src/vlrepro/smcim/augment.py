@@ -66,7 +66,7 @@ def apply_view(images: Tensor, view: ViewParams) -> Tensor:
     n, _, h, w = images.shape
     x = torch.where(view.flip.view(-1, 1, 1, 1), images.flip(-1), images)
     # affine_grid maps output to input coordinates in [-1, 1]: the inverse of "zoom by s, then shift by t".
-    theta = torch.zeros(n, 2, 3)
+    theta = torch.zeros(n, 2, 3, dtype=images.dtype)
     theta[:, 0, 0] = theta[:, 1, 1] = 1 / view.scale
     theta[:, 0, 2] = -view.shift[:, 0] * 2 / w / view.scale
     theta[:, 1, 2] = -view.shift[:, 1] * 2 / h / view.scale

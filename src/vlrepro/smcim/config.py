@@ -3,7 +3,8 @@
 The section's values are the full SMCIM of the default profile. ``variants`` names the ablations: each is
 a mapping of dotted overrides of this section (``{"model.levels": 1}``), validated like the section itself.
 The DVC matrix (``dvc.yaml``, stage ``smcim``) lists variant names and seeds; ``full`` is the section as is.
-``source`` picks the data: the embedded world's referring sets, or the real RefCOCO/+/g (``vlrepro.smcim.real``).
+``source`` picks the data: the embedded world's referring sets, or the real RefCOCO/+/g and ReferItGame
+(``refclef``; ``vlrepro.smcim.real``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from pydantic import Field, field_validator, model_validator
 
 from vlrepro.config import ConfigError, Section, with_overrides
 
-REFERRING_SETS = ("refcoco", "refcoco+", "refcocog")
+REFERRING_SETS = ("refcoco", "refcoco+", "refcocog")  # the world's, and the real ones of the same name
 EVAL_SPLITS = ("val", "testA", "testB")
 # The scored splits of each real set as the `data` stage converts it (vlrepro.data.real.refer.REFER_SETS):
-# RefCOCO and RefCOCO+ (unc) have testA / testB, RefCOCOg (umd) one test split.
+# RefCOCO and RefCOCO+ (unc) have testA / testB, RefCOCOg (umd) and ReferItGame (refclef, unc) one test split.
 REAL_EVAL_SPLITS = {"refcoco": ("val", "testA", "testB"), "refcoco+": ("val", "testA", "testB"),
-                    "refcocog": ("val", "test")}  # fmt: skip
+                    "refcocog": ("val", "test"), "refclef": ("val", "test")}  # fmt: skip
 
 
 class ModelParams(Section):
@@ -92,8 +93,9 @@ class AugmentParams(Section):
 
 class SMCIMParams(Section):
     source: Literal["world", "real"] = Field(
-        "world", description="world: the embedded referring sets; real: RefCOCO/+ (unc) and RefCOCOg (umd) as the "
-        "data stage converts them into data/real (data.real.refer, coco_train2014)"
+        "world", description="world: the embedded referring sets; real: RefCOCO/+ (unc), RefCOCOg (umd) and "
+        "ReferItGame (refclef, unc) as the data stage converts them into data/real (data.real.refer, "
+        "coco_train2014, saiapr)"
     )  # fmt: skip
     image_size: int = Field(
         512, ge=32, description="source real: side of the square input each image is letterboxed to (paper 512); "
@@ -120,12 +122,16 @@ class SMCIMParams(Section):
     @field_validator("train_sets", "eval_sets")
     @classmethod
     def _sets(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if not v or any(s not in REFERRING_SETS for s in v):
-            raise ValueError(f"must list sets from: {', '.join(REFERRING_SETS)}")
+        if not v or any(s not in REAL_EVAL_SPLITS for s in v):
+            raise ValueError(f"must list sets from: {', '.join(REAL_EVAL_SPLITS)}")
         return v
 
     @model_validator(mode="after")
     def _variants_valid(self) -> SMCIMParams:
+        real_only = [s for s in (*self.train_sets, *self.eval_sets) if s not in REFERRING_SETS]
+        if self.source == "world" and real_only:
+            raise ValueError(f"{real_only[0]} is a real set (ReferItGame) with no world counterpart: set "
+                             f"smcim.source: real, or choose from {', '.join(REFERRING_SETS)}")
         if self.model.levels > self.text_blocks:
             raise ValueError(f"model.levels = {self.model.levels} needs as many text_blocks (got {self.text_blocks})")
         for name, overrides in self.variants.items():

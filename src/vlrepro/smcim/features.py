@@ -48,6 +48,13 @@ from vlrepro.transforms import swap_left_right
 LEVEL_RATIOS = (0.5, 1, 2)
 LEVELS = len(LEVEL_RATIOS)
 
+# The encoders run in float64 and their outputs are rounded to the float16 cache. In float32 a convolution's or
+# matmul's sums run in an order that depends on the CPU's instruction set and on the thread count, and about
+# 0.3 % of the cached float16 values came out different between two such settings on one machine; in float64
+# none did. So the cache, and the dvc.lock hash of every SMCIM run that reads it, is the same whichever CPU
+# extracts it: a matrix recorded over several sessions stays up to date (the extraction takes ~4x longer).
+ENCODE_DTYPE = torch.float64
+
 
 def level_stages(reductions: Sequence[int], grid_stride: int) -> list[int]:
     """Indices (finest first) of the CNN stages at ``grid_stride`` × ``LEVEL_RATIOS``, given each stage's stride."""
@@ -125,8 +132,10 @@ def encode_texts(text_encoder: torch.nn.Module, texts: list[str], blocks: int, m
 
 @torch.no_grad()
 def encode_images(cnn: torch.nn.Module, images: Tensor, grid_stride: int, batch: int = 256) -> list[Tensor]:
-    """Float images (N, 3, H, W) -> SMCIM's three stage maps (``visual_levels``), float16."""
-    maps = [visual_levels(cnn, images[i : i + batch], grid_stride) for i in range(0, len(images), batch)]
+    """Float images (N, 3, H, W) -> SMCIM's three stage maps (``visual_levels``), float16; the images are cast to
+    the CNN's dtype."""
+    dtype = next(cnn.parameters()).dtype
+    maps = [visual_levels(cnn, images[i : i + batch].to(dtype), grid_stride) for i in range(0, len(images), batch)]
     return [torch.cat([m[k] for m in maps]).half() for k in range(LEVELS)]
 
 
@@ -138,7 +147,7 @@ def extract_split(
     split = load_split(split_dir)
     records = split.records
     size = int(split.images.shape[1])
-    images = images_to_tensor(np.array(split.images))  # a copy: the split's array is a read-only memmap
+    images = images_to_tensor(np.array(split.images)).to(ENCODE_DTYPE)  # a copy: the split is a read-only memmap
     image = torch.tensor([int(r.image) for r in records])
     target_px = torch.tensor([r.boxes[0] for r in records], dtype=torch.float32)
     gen = torch.Generator().manual_seed(seed)
@@ -221,8 +230,8 @@ def extract_all(p: SMCIMParams, data_dir: Path, pretrain_dir: Path, out_dir: Pat
                                                     "encoders on images and read no cached features"})
         return {}
     torch.manual_seed(seed)
-    cnn = load_pretrained(Path(pretrain_dir) / "cnn").eval()
-    text_encoder = load_text_encoder(p, pretrain_dir).eval()
+    cnn = load_pretrained(Path(pretrain_dir) / "cnn").eval().to(ENCODE_DTYPE)
+    text_encoder = load_text_encoder(p, pretrain_dir).eval().to(ENCODE_DTYPE)
     jobs = [(s, "train") for s in p.train_sets] + [(s, sp) for s in p.eval_sets for sp in p.eval_splits(s)]
     if p.source == "real":
         from vlrepro.smcim.real import extract_real_split, real_split

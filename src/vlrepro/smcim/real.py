@@ -31,7 +31,7 @@ from vlrepro.data.records import Split, load_split
 from vlrepro.metrics.boxes import paired_iou, xyxy_to_cxcywh
 from vlrepro.smcim.augment import ViewParams, apply_view, draw_view, transform_boxes
 from vlrepro.smcim.config import SMCIMParams
-from vlrepro.smcim.features import LEVELS, Features, encode_images, encode_view_texts
+from vlrepro.smcim.features import ENCODE_DTYPE, LEVELS, Features, encode_images, encode_view_texts
 from vlrepro.smcim.online import ImageExpressions
 
 
@@ -124,7 +124,7 @@ def extract_real_split(
     for start in range(0, len(files), chunk):
         idx = slice(start, start + chunk)
         pixels = np.stack([load_image(split.meta, first[f], size, str(folder))[0] for f in files[idx]])
-        images = images_to_tensor(pixels)
+        images = images_to_tensor(pixels).to(ENCODE_DTYPE)
         for v, view in enumerate(drawn):
             view_images = images if view is None else apply_view(images, _view_slice(view, idx))
             for k, m in enumerate(encode_images(cnn, view_images, p.model.grid_stride)):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from vlrepro.data.records import load_split
 from vlrepro.data.world.config import WorldConfig
@@ -157,3 +158,30 @@ def test_stage_functions_write_loadable_checkpoints(world, tmp_path):
         for k, v in result.model.state_dict().items():
             assert torch.equal(loaded[k], v.cpu()), k
     assert load_pretrained(out / "clip").text.config == clip.model.text.config
+
+
+
+def test_clip_trains_the_started_towers_at_encoder_lr(world, tmp_path):
+    """The towers loaded from the vit and text checkpoints train at ``clip.encoder_lr``, the projections at
+    ``clip.lr``: with a negligible encoder_lr the towers keep their weights while the projections move."""
+    kept = {"steps": 0, "batch_size": 4, "warmup_steps": 0}
+    params = PretrainParams.model_validate({
+        "eval_images": 4,
+        "vit": {**kept, "embed_dim": 32, "depth": 1, "num_heads": 2},
+        "text": {**kept, "vocab_size": 200, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 32},
+    })  # fmt: skip
+    text = run.pretrain_text(params, world, tmp_path)
+    vit = run.pretrain_backbone("vit", params, world, tmp_path)
+
+    def train_clip(lr: float, encoder_lr: float) -> DualEncoder:
+        clip = {**kept, "steps": 3, "embed_dim": 16, "lr": lr, "encoder_lr": encoder_lr}
+        p = params.model_copy(update={"clip": params.clip.model_validate(clip)})
+        return run.pretrain_clip(p, world, tmp_path, vit=vit.model, text=text.model).model
+
+    def change(a: nn.Module, b: nn.Module) -> float:
+        return max((x - y).abs().max().item() for x, y in zip(a.parameters(), b.parameters(), strict=True))
+
+    frozen, towers_slow, all_fast = train_clip(1e-9, 1e-9), train_clip(1e-2, 1e-9), train_clip(1e-2, 1e-2)
+    assert change(towers_slow.visual, vit.model) < 1e-6 and change(towers_slow.text, frozen.text) < 1e-6
+    assert change(towers_slow.image_proj, frozen.image_proj) > 1e-3  # the projections train at lr
+    assert change(all_fast.visual, vit.model) > 1e-3

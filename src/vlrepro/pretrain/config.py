@@ -78,8 +78,12 @@ class TextParams(TrainParams):
 
 
 class CLIPParams(TrainParams):
-    steps: int = Field(5000, ge=0, description="optimizer updates; 0 = keep the initial weights")
-    lr: float = Field(1e-3, gt=0)
+    steps: int = Field(2500, ge=0, description="optimizer updates; 0 = keep the initial weights")
+    lr: float = Field(1e-3, gt=0, description="peak lr of the projections and the temperature")
+    # 3e-4 rather than lr: at 2,500 steps, zero-shot CUB 0.495 vs 0.427 and lenient captions R@1 0.397 vs 0.329
+    # (one thread, seed 0, same machine); at lr the towers lose what the vit and text stages taught them.
+    encoder_lr: float = Field(3e-4, gt=0, description="peak lr of the towers started from the checkpoints "
+                              "(init_towers); with init_towers false every weight trains at lr")  # fmt: skip
     warmup_steps: int = Field(100, ge=0)
     embed_dim: int = Field(64, ge=2, description="joint embedding width")
     init_temperature: float = Field(

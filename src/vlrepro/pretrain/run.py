@@ -185,10 +185,15 @@ def pretrain_clip(
     torch.manual_seed(seed)
     model = DualEncoder(cfg, text.tokenizer)
     before = evaluate(model)
+    groups = None
     if p.init_towers:
         model.visual.load_state_dict(vit.state_dict())
         model.text.load_encoder(text)
-    history = _fit(model, train, contrastive.clip_loss, p, seed, collate_fn=train.collate)
+        towers = [*model.visual.parameters(), *model.text.parameters()]
+        tower_ids = {id(w) for w in towers}
+        heads = [w for w in model.parameters() if id(w) not in tower_ids]
+        groups = [{"params": towers, "lr": p.encoder_lr, "name": "towers"}, {"params": heads, "name": "heads"}]
+    history = _fit(model, train, contrastive.clip_loss, p, seed, collate_fn=train.collate, param_groups=groups)
     metrics = _paired(before, evaluate(model))
     _save(model, out_dir, "clip", metrics, history)
     return Pretrained(model, metrics, time.perf_counter() - t0, history)

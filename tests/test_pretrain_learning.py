@@ -168,7 +168,8 @@ def test_clip_trains_the_started_towers_at_encoder_lr(world, tmp_path):
     params = PretrainParams.model_validate({
         "eval_images": 4,
         "vit": {**kept, "embed_dim": 32, "depth": 1, "num_heads": 2},
-        "text": {**kept, "vocab_size": 200, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 32},
+        "text": {**kept, "vocab_size": 200, "hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                 "intermediate_size": 32},
     })  # fmt: skip
     text = run.pretrain_text(params, world, tmp_path)
     vit = run.pretrain_backbone("vit", params, world, tmp_path)

@@ -69,8 +69,11 @@ def test_backbone_learns_attributes(world, tmp_path, kind):
     space = attributes.AttributeSpace.from_meta(images.meta)
     data = attributes.AttributeImages(images, space, 4)
     torch.manual_seed(0)
-    backbone = (CNNBackbone(CNNConfig(channels=(8, 16, 24, 32))) if kind == "cnn"
-                else ViTBackbone(ViTConfig(img_size=64, patch_size=8, embed_dim=32, depth=2, num_heads=2)))
+    backbone = (
+        CNNBackbone(CNNConfig(channels=(8, 16, 24, 32)))
+        if kind == "cnn"
+        else ViTBackbone(ViTConfig(img_size=64, patch_size=8, embed_dim=32, depth=2, num_heads=2))
+    )
     model = attributes.AttributeModel(backbone, space, 4)
     mask = space.label_mask()
     before = attributes.evaluate_attributes(model, data, mask)
@@ -158,7 +161,6 @@ def test_stage_functions_write_loadable_checkpoints(world, tmp_path):
         for k, v in result.model.state_dict().items():
             assert torch.equal(loaded[k], v.cpu()), k
     assert load_pretrained(out / "clip").text.config == clip.model.text.config
-
 
 
 def test_clip_trains_the_started_towers_at_encoder_lr(world, tmp_path):

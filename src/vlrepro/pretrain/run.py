@@ -31,7 +31,7 @@ from vlrepro.models.text import TextConfig, TextEncoder, load_hf_text_encoder, l
 from vlrepro.pretrain import attributes, contrastive, downstream, mlm
 from vlrepro.pretrain.config import PretrainParams, TrainParams
 from vlrepro.pretrain.data import held_out_texts, load_scene_images, train_texts
-from vlrepro.train import TrainConfig, fit, run_dir
+from vlrepro.train import TrainConfig, fit, groups_by_prefix, run_dir
 
 
 @dataclass
@@ -189,10 +189,7 @@ def pretrain_clip(
     if p.init_towers:
         model.visual.load_state_dict(vit.state_dict())
         model.text.load_encoder(text)
-        towers = [*model.visual.parameters(), *model.text.parameters()]
-        tower_ids = {id(w) for w in towers}
-        heads = [w for w in model.parameters() if id(w) not in tower_ids]
-        groups = [{"params": towers, "lr": p.encoder_lr, "name": "towers"}, {"params": heads, "name": "heads"}]
+        groups = groups_by_prefix(model, {"visual.": p.encoder_lr, "text.": p.encoder_lr})
     history = _fit(model, train, contrastive.clip_loss, p, seed, collate_fn=train.collate, param_groups=groups)
     metrics = _paired(before, evaluate(model))
     _save(model, out_dir, "clip", metrics, history)

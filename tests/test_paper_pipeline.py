@@ -94,8 +94,8 @@ def test_paper_profile_repro_on_fixtures_ends_with_a_report(tmp_path):
     print(f"\npaper-profile pipeline on fixtures: {time.perf_counter() - t0:.0f} s")
     assert sh("dvc", "status", cwd=work, env=env).strip().endswith("Data and pipelines are up to date.")
     converted = json.loads((work / "data" / "real" / "manifest.json").read_text())["datasets"]
-    assert set(converted) == {"refcoco", "refcoco+", "refcocog", "flickr30k_entities", "visual_genome", "cub",
-                              "coco_karpathy", "web_captions", "coco_instances", "odinw"}  # fmt: skip
+    assert set(converted) == {"refcoco", "refcoco+", "refcocog", "refclef", "flickr30k_entities", "visual_genome",
+                              "cub", "coco_karpathy", "web_captions", "coco_instances", "odinw"}  # fmt: skip
     lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
     runs = [name for name in lock if "@" in name]
     matrices = [s["matrix"] for s in yaml.safe_load(dvc_yaml.read_text())["stages"].values() if "matrix" in s]

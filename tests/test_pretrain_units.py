@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from vlrepro.data.records import Record, Split
+from vlrepro.data.world.captions import is_world_caption
 from vlrepro.models.backbones import images_to_tensor
 from vlrepro.models.rec import RECOutput
 from vlrepro.models.text import TextConfig, TextEncoder, load_hf_text_encoder, text_config_from_bert, train_wordpiece
@@ -200,7 +201,7 @@ def test_flip_keeps_ignored_cells_ignored(monkeypatch):
 
 # --- evaluate_zero_shot --------------------------------------------------------------------------------
 # A stub dual encoder: an image's embedding is the one-hot of its pixel value at (0, 0, red); a prompt
-# "a {name}." embeds as the one-hot of the name's index in NAMES. So every image "looks like" one name.
+# "a picture of a(n) {name}." embeds as the one-hot of the name's index in NAMES. So every image "looks like" one name.
 
 NAMES = {"alpha": 0, "beta": 1, "gamma": 2}
 
@@ -215,8 +216,9 @@ class StubDualEncoder(nn.Module):
         return nn.functional.one_hot(index, len(NAMES)).float()
 
     def encode_prompts(self, prompts) -> torch.Tensor:
-        assert all(p.startswith("a ") and p.endswith(".") for p in prompts)
-        return nn.functional.one_hot(torch.tensor([NAMES[p[2:-1]] for p in prompts]), len(NAMES)).float()
+        names = [p.removeprefix("a picture of ").split(" ", 1)[1].removesuffix(".") for p in prompts]
+        assert [contrastive.prompt(n) for n in names] == list(prompts)
+        return nn.functional.one_hot(torch.tensor([NAMES[n] for n in names]), len(NAMES)).float()
 
 
 def images_looking_like(indices: list[int]) -> np.ndarray:
@@ -228,6 +230,15 @@ def images_looking_like(indices: list[int]) -> np.ndarray:
 def record(image: int, labels=()) -> Record:
     boxes = ((0.0, 0.0, 4.0, 4.0),) * len(labels)  # one box per label, as a Record requires
     return Record(image_id=str(image), image=image, width=4, height=4, boxes=boxes, labels=tuple(labels))
+
+
+def test_zero_shot_prompts_are_sentences_of_the_world_caption_grammar():
+    # the training captions are all of that grammar; a bare "a dotted pink crescent." is not
+    assert contrastive.prompt("dotted pink crescent") == "a picture of a dotted pink crescent."
+    assert contrastive.prompt("oval") == "a picture of an oval."
+    for name in ("dotted pink crescent", "plain orange oval", "arrow"):
+        assert is_world_caption(contrastive.prompt(name))
+    assert not is_world_caption("a dotted pink crescent.")
 
 
 def test_zero_shot_hand_made_answers():
@@ -384,7 +395,7 @@ def test_attribute_swap_changes_one_word_of_one_kind_and_keeps_the_article_right
             diff = [(a, b) for a, b in zip(text.split(), swapped.split(), strict=True) if a != b]
             content = [(a, b) for a, b in diff if a not in ("a", "an")]
             assert len(content) == 1, (text, swapped)
-            (old, new), = content
+            ((old, new),) = content
             assert WORDS[old.rstrip(".,")][0] == WORDS[new.rstrip(".,")][0]  # colour for colour, ...
             words = swapped.split()
             for i, w in enumerate(words[:-1]):

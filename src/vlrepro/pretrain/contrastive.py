@@ -13,9 +13,11 @@
   strictly, a retrieved caption counts if it belongs to the query image; leniently (``lenient_*``, world
   splits only), also if the world says it is true of the query image (``data.world.captions``): many world
   captions describe several images ("two boxes on a plain grey background").
-- ``evaluate_zero_shot``: classification by the nearest prompt ``"a {name}."``, without training a
-  classifier: the species of cub/test (16-way accuracy) and, on det/test, whether the top-scoring
-  category is present in the image (several objects per image).
+- ``evaluate_zero_shot``: classification by the nearest prompt ``"a picture of a {name}."``, without training
+  a classifier: the species of cub/test (16-way accuracy) and, on det/test, whether the top-scoring
+  category is present in the image (several objects per image). The prompt is the world captions' only form
+  that names neither a background nor a count, as CLIP's "a photo of a {label}." is the common frame of its
+  web captions; on cub/val it beats the bare ``"a {name}."`` (0.51 vs 0.475 on the recorded CLIP).
 """
 
 from __future__ import annotations
@@ -38,7 +40,11 @@ from vlrepro.models.text import encode_rows, special_ids
 from vlrepro.pretrain.data import pad_texts
 from vlrepro.train import evaluating
 
-PROMPT = "a {}."
+
+def prompt(name: str) -> str:
+    """The zero-shot text for a class name: a sentence of the world captions' grammar."""
+    return f"a picture of {article(name)} {name}."
+
 
 # The word kinds a hard negative swaps, and the canonical word of each of their values.
 SWAPS: dict[str, dict[str, str]] = {
@@ -184,9 +190,9 @@ def evaluate_zero_shot(model: DualEncoder, cub: Split, det: Split) -> dict[str, 
     det_images = sorted({int(r.image) for r in det.records})
     with evaluating(model):
         cub_scores = _embed_images(model, np.asarray(cub.images)[[int(r.image) for r in cub.records]])
-        species_emb = _embed_texts(model, [PROMPT.format(s) for s in species])
+        species_emb = _embed_texts(model, [prompt(s) for s in species])
         det_scores = _embed_images(model, np.asarray(det.images)[det_images])
-        category_emb = _embed_texts(model, [PROMPT.format(c) for c in categories])
+        category_emb = _embed_texts(model, [prompt(c) for c in categories])
     pred = (cub_scores @ species_emb.T).argmax(1)
     cub_acc = (pred == torch.tensor([r.labels[0] for r in cub.records])).float().mean().item()
     best = (det_scores @ category_emb.T).argmax(1).tolist()

@@ -41,6 +41,9 @@ class TrainParams(Section):
     itm_negatives: Literal["hard", "random"] = Field(
         "random", description="hard: drawn by contrastive similarity (BLIP; collapses to the prior on the world)"
     )  # fmt: skip
+    balanced_itm: bool = Field(
+        True, description="weight ITM's positive twice: a 1:1 prior (the gate's test) instead of the batch's 1:2"
+    )  # fmt: skip
     world_negatives: bool = Field(
         True, description="the embedded world says which batch texts are true of which images: never negatives"
     )  # fmt: skip

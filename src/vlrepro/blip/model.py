@@ -283,7 +283,7 @@ def _negatives(sim: Tensor, not_negative: Tensor, hard: bool) -> Tensor:
 
 def blip_losses(
     model: BLIP, batch: dict[str, Tensor], alpha: float, hard_negatives: bool = True,
-    weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    weights: tuple[float, float, float] = (1.0, 1.0, 1.0), balanced_itm: bool = False,
 ) -> dict[str, Tensor]:  # fmt: skip
     """ITC + ITM + LM of one batch (``weights`` scale them; 0 skips a loss), as the card describes.
 
@@ -292,7 +292,8 @@ def blip_losses(
       positive (a caption of the image is never pushed away from it).
     - ITM: per pair one negative image and one negative text, drawn ∝ softmax(similarity) (or uniformly),
       never of the same image, an identical text, or (``batch["matches"]``, the embedded world's verdict) a
-      text true of the image; such pairs are ITC positives too.
+      text true of the image; such pairs are ITC positives too. ``balanced_itm`` weights the positive twice,
+      so the head learns a 1:1 prior rather than the batch's 1:2 (not in BLIP).
     - LM: the decoder's next-token loss with label smoothing.
     """
     tokens, pooled = batch["image_tokens"], batch["image_pooled"]
@@ -340,7 +341,8 @@ def blip_losses(
         logits = model.itm_logits(torch.cat([ids, ids, ids[neg_text]]), torch.cat([mask, mask, mask[neg_text]]),
                                   torch.cat([tokens, tokens[neg_image], tokens]))  # fmt: skip
         labels = torch.cat([torch.ones(b), torch.zeros(2 * b)]).long().to(ids.device)
-        itm = F.cross_entropy(logits.float(), labels)
+        class_weight = torch.tensor([1.0, 2.0], device=ids.device) if balanced_itm else None
+        itm = F.cross_entropy(logits.float(), labels, weight=class_weight)
         loss = loss + w_itm * itm
         terms["itm"] = itm.detach()
     if w_lm:

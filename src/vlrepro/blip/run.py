@@ -94,7 +94,7 @@ def train(model: BLIP, pairs: Pairs, images: TrainingImages, bank: ImageBank, to
         bare = net.module if hasattr(net, "module") else net
         ramp = min(1.0, calls[0] / m.alpha_ramp_steps) if m.alpha_ramp_steps else 1.0
         calls[0] += 1
-        return blip_losses(bare, batch, m.alpha * ramp, t.itm_negatives == "hard", weights)
+        return blip_losses(bare, batch, m.alpha * ramp, t.itm_negatives == "hard", weights, t.balanced_itm)
 
     groups = param_groups(model, lr or t.lr, lr or t.encoder_lr)
     cfg = TrainConfig(

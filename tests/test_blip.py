@@ -186,6 +186,24 @@ def test_world_matches_are_read_as_images_by_texts(monkeypatch):
     assert per_text[1, 0] and not per_text[0, 1]  # text 1 never gets image 0
 
 
+def test_balanced_itm_weights_the_positive_twice_by_hand(monkeypatch):
+    """Per pair one positive and two negatives; balanced, the loss is (2 Σ pos + Σ neg) / (2b + 2b)."""
+    model = tiny_blip().train()
+    b = 3
+    logits = torch.tensor([[0.0, 2.0], [1.0, 0.0], [0.5, 0.5], [0.0, 1.0], [2.0, 0.0], [0.0, 0.0],
+                           [1.0, 3.0], [0.0, -1.0], [0.2, 0.1]])  # fmt: skip
+    monkeypatch.setattr(model, "itm_logits", lambda ids, mask, tokens: logits)
+    ids = torch.tensor([[2, 10, 3], [2, 11, 3], [2, 12, 3]])
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "image_ids": torch.tensor([0, 1, 2]),
+             "image_tokens": image(3), "image_pooled": torch.randn(3, 32)}  # fmt: skip
+    labels = [1] * b + [0] * 2 * b
+    nll = [math.log(1 + math.exp(row[1 - y] - row[y])) for row, y in zip(logits.tolist(), labels, strict=True)]
+    plain = blip_losses(model, batch, alpha=0.0, hard_negatives=False, weights=(0, 1, 0))["itm"]
+    balanced = blip_losses(model, batch, alpha=0.0, hard_negatives=False, weights=(0, 1, 0), balanced_itm=True)["itm"]
+    assert plain.item() == pytest.approx(sum(nll) / (3 * b), rel=1e-6)
+    assert balanced.item() == pytest.approx((2 * sum(nll[:b]) + sum(nll[b:])) / (4 * b), rel=1e-6)
+
+
 def test_blip_losses_mask_same_image_keys_in_itc_and_fill_the_queue():
     model = tiny_blip().train()
     batch = {"input_ids": torch.tensor([[2, 10, 11, 3], [2, 12, 13, 3], [2, 14, 3, 0]]),

@@ -19,6 +19,13 @@ RUN = (
 )
 
 
+# A second family: next@x reads runs@x's output and records when it started.
+NEXT = (
+    "import sys, time; t = time.time(); time.sleep(1.0); n = sys.argv[1]; "
+    "open(f'out/next-{n}.txt', 'w').write(f'{t} ' + open(f'out/{n}.txt').read())"
+)
+
+
 def sh(*cmd: str, cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     if check:
@@ -40,6 +47,15 @@ def project(root: Path, items: list[str]) -> dict:
     sh("git", "init", "-q", cwd=root, env=env)
     sh("dvc", "init", "-q", cwd=root, env=env)
     return env
+
+
+def add_next_family(root: Path, items: list[str]) -> None:
+    (root / "next.py").write_text(NEXT)
+    spec = yaml.safe_load((root / "dvc.yaml").read_text())
+    spec["stages"]["next"] = {"matrix": {"name": items}, "cmd": "python next.py ${item.name}",
+                              "deps": ["next.py", "out/${item.name}.txt"],
+                              "outs": [{"out/next-${item.name}.txt": {"cache": False}}]}  # fmt: skip
+    (root / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
 
 
 def test_runs_in_parallel_and_records_what_dvc_repro_would(tmp_path):
@@ -139,3 +155,28 @@ def test_a_removed_runs_outputs_are_removed_and_nothing_else(tmp_path):
     assert "removed out/b.txt: no stage in dvc.yaml writes it any more" in out
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.txt", "notes.md"]
     assert (tmp_path / "run.py").is_file() and (tmp_path / "input.txt").is_file()
+
+
+def test_a_later_familys_run_starts_once_the_run_it_reads_is_done(tmp_path):
+    """next@a need not wait for runs@c: it starts on the core that runs@a and runs@b left free."""
+    env = project(tmp_path, ["a", "b", "c"])
+    add_next_family(tmp_path, ["a", "b", "c"])
+    out = sh(sys.executable, "-m", "vlrepro.matrix", "--jobs", "2", cwd=tmp_path, env=env).stdout
+    assert "runs: 3 of 3 runs to do" in out and "next: 3 of 3 runs to do" in out
+    started = float((tmp_path / "out" / "next-a.txt").read_text().split()[0])
+    assert started < (tmp_path / "out" / "c.txt").stat().st_mtime
+    assert [(tmp_path / "out" / f"next-{n}.txt").read_text().split()[1] for n in "abc"] == [f"in:{n}1" for n in "abc"]
+    assert "up to date" in sh("dvc", "status", cwd=tmp_path, env=env).stdout
+
+
+def test_a_run_whose_inputs_were_re_made_unchanged_is_not_run_again(tmp_path):
+    env = project(tmp_path, ["a", "b"])
+    add_next_family(tmp_path, ["a", "b"])
+    sh(sys.executable, "-m", "vlrepro.matrix", "--jobs", "2", cwd=tmp_path, env=env)
+    before = [(tmp_path / "out" / f"next-{n}.txt").read_text() for n in "ab"]
+    (tmp_path / "run.py").write_text(RUN + "  # runs@a and runs@b re-run, with the same output")
+    out = sh(sys.executable, "-m", "vlrepro.matrix", "--jobs", "2", cwd=tmp_path, env=env).stdout
+    assert "runs: 2 of 2 runs to do" in out and "next: 2 of 2 runs to do" in out  # maybe: known once runs@ ran
+    assert "next@a: up to date (its inputs were re-made unchanged)" in out
+    assert [(tmp_path / "out" / f"next-{n}.txt").read_text() for n in "ab"] == before  # not re-run
+    assert "up to date" in sh("dvc", "status", cwd=tmp_path, env=env).stdout

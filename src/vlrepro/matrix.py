@@ -6,11 +6,13 @@ fast as one after another. This runner
 
 0. removes what a removed or renamed run left beside the matrix outputs (its metrics JSON, its run folder),
    so that the report no longer reads it,
-1. asks ``dvc status --with-deps`` which of the family's runs, and of the stages upstream of them, are out
+1. asks ``dvc status --with-deps`` which of the runs, and of the stages upstream of them, are out
    of date; when an upstream stage is (``data``, ``pretrain``, ``smcim_features``, ...), brings it up to
    date with ``dvc repro`` and asks again,
-2. keeps the family's out-of-date runs,
-3. runs their commands, ``--jobs`` at a time, each with one intra-op thread (``OMP_NUM_THREADS=1``), and
+2. keeps the out-of-date runs, and the runs downstream of them (``blip_capfilt@0`` reads ``blip@...-0``),
+3. runs their commands, ``--jobs`` at a time, each with one intra-op thread (``OMP_NUM_THREADS=1``), a run as
+   soon as the runs it reads are done (across families; the runs that most others wait on first); a run that
+   was up to date at the start is checked again then and skipped if its inputs came back byte for byte, and
 4. records finished runs with ``dvc commit`` — the same dvc.lock entry ``dvc repro`` would write, since
    the command is the stage's own. A commit re-reads and rewrites the whole dvc.lock, about 10 s of a core
    with a hundred stages: it runs beside the next runs rather than between them, at most once a minute,
@@ -143,18 +145,50 @@ def out_of_date(root: Path, names: list[str]) -> set[str]:
     return set(json.loads(_dvc("status", "--json", "--with-deps", *names, root=root).stdout or "{}"))
 
 
-def run_family(root: Path, family: str, stages: list, every: list, jobs: int) -> list[str]:
-    """Run the out-of-date runs of one family (``every``: all of dvc.yaml's stages); returns the failed ones."""
-    before = upstream(stages, every)
+def producers(stages: list, every: list) -> dict[str, set[str]]:
+    """``{run: the runs among ``stages`` whose outputs it reads}`` (e.g. ``blip_capfilt@0`` reads
+    ``blip@share_all_but_sa-0``'s model)."""
+    names = {s.addressing for s in stages}
+    return {s.addressing: set(upstream([s], every)) & names for s in stages}
+
+
+def schedule(names: list[str], waits_for: dict[str, set[str]], stale: set[str]) -> tuple[list[str], set[str]]:
+    """The runs to do, first the ones most runs wait on (directly or not; ties in ``names``' order), and those
+    among them that are only *maybe* to do: up to date now, but downstream of a run to do, so out of date
+    once that run has re-made their inputs (unless it re-makes them byte for byte)."""
+    todo = {n for n in names if n in stale}
+    while more := {n for n in names if n not in todo and waits_for[n] & todo}:
+        todo |= more
+
+    def downstream(name: str) -> set[str]:
+        found: set[str] = set()
+        while new := {n for n in names if waits_for[n] & (found | {name})} - found:
+            found |= new
+        return found
+
+    weight = {n: len(downstream(n)) for n in todo}
+    return sorted(todo, key=lambda n: (-weight[n], names.index(n))), todo - stale
+
+
+def run_matrix(root: Path, families: dict[str, list], every: list, jobs: int) -> list[str]:
+    """Run the out-of-date runs of ``families`` (``every``: all of dvc.yaml's stages); returns the failed ones.
+
+    A run starts once the runs it reads from are done, so a later family's run (a CapFilt bootstrap) can use a
+    core that the earlier family's last runs leave free."""
+    stages = [s for group in families.values() for s in group]
     names = [s.addressing for s in stages]
+    before = upstream(stages, every)
     stale = out_of_date(root, names)  # one `dvc status` when the inputs are already up to date
     if stale - set(names):
-        print(f"{family}: dvc repro {' '.join(before)}", flush=True)
+        print(f"dvc repro {' '.join(before)}", flush=True)
         subprocess.run([*DVC, "repro", *before], cwd=root, check=True, env=stage_env())
         stale = out_of_date(root, names)
-    todo = [n for n in names if n in stale]
+    waits_for = producers(stages, every)
+    todo, maybe = schedule(names, waits_for, stale)
+    for family, group in families.items():
+        n = sum(s.addressing in todo for s in group)
+        print(f"{family}: {n} of {len(group)} runs to do, {jobs} at a time", flush=True)
     by_name = {s.addressing: s for s in stages}
-    print(f"{family}: {len(todo)} of {len(stages)} runs to do, {jobs} at a time", flush=True)
     logs = root / ".dvc" / "tmp" / "matrix"
     logs.mkdir(parents=True, exist_ok=True)
     env = {**stage_env(), **ONE_THREAD}
@@ -163,10 +197,17 @@ def run_family(root: Path, family: str, stages: list, every: list, jobs: int) ->
     commit: tuple[subprocess.Popen, list[str]] | None = None
     last_commit = -COMMIT_EVERY  # the first finished run is recorded at once
     failed: list[str] = []
-    bar = tqdm(total=len(todo), desc=family, unit="run")
+    bar = tqdm(total=len(todo), desc="runs", unit="run")
     while todo or running or finished or commit:
-        while todo and len(running) < jobs and not failed:
-            name = todo.pop(0)
+        while len(running) < jobs:
+            name = next((n for n in todo if not waits_for[n] & (set(todo) | set(running))), None)
+            if name is None:
+                break
+            todo.remove(name)
+            if name in maybe and name not in out_of_date(root, [name]):
+                tqdm.write(f"{name}: up to date (its inputs were re-made unchanged)")
+                bar.update(1)
+                continue
             log = open(logs / f"{name}.log", "w")  # noqa: SIM115  # closed with the process below
             deps = fingerprint(root, by_name[name])
             running[name] = (subprocess.Popen(by_name[name].cmd, shell=True, cwd=root, env=env, stdout=log,
@@ -187,6 +228,7 @@ def run_family(root: Path, family: str, stages: list, every: list, jobs: int) ->
             else:
                 finished.append(name)
                 tqdm.write(f"{name}: done in {time.perf_counter() - t0:.0f} s")
+            sys.stdout.flush()  # a log file is block-buffered: each run's line as it ends
         if commit and commit[0].poll() is not None:
             committer, recorded = commit
             commit = None
@@ -216,10 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     remove_stale_outputs(root, every)
     t0 = time.perf_counter()
-    for family, stages in families.items():
-        if failed := run_family(root, family, stages, every, max(1, args.jobs)):
-            print(f"error: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
-            return 1
+    if failed := run_matrix(root, families, every, max(1, args.jobs)):
+        print(f"error: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     print(f"matrix runs done in {time.perf_counter() - t0:.0f} s; `dvc repro` finishes the rest")
     return 0
 

@@ -146,8 +146,8 @@ def out_of_date(root: Path, names: list[str]) -> set[str]:
 
 
 def producers(stages: list, every: list) -> dict[str, set[str]]:
-    """``{run: the runs among ``stages`` whose outputs it reads}`` (e.g. ``blip_capfilt@0`` reads
-    ``blip@share_all_but_sa-0``'s model)."""
+    """For each run of ``stages``, the runs among ``stages`` whose outputs it reads (e.g. ``blip_capfilt@0``
+    reads ``blip@share_all_but_sa-0``'s model)."""
     names = {s.addressing for s in stages}
     return {s.addressing: set(upstream([s], every)) & names for s in stages}
 

@@ -180,3 +180,21 @@ def test_a_run_whose_inputs_were_re_made_unchanged_is_not_run_again(tmp_path):
     assert "next@a: up to date (its inputs were re-made unchanged)" in out
     assert [(tmp_path / "out" / f"next-{n}.txt").read_text() for n in "ab"] == before  # not re-run
     assert "up to date" in sh("dvc", "status", cwd=tmp_path, env=env).stdout
+
+
+def test_bf16_settings_warn_only_on_a_cpu_without_bf16_and_only_for_the_families_run(tmp_path, monkeypatch):
+    import vlrepro.hardware
+    from vlrepro.matrix import bf16_warning
+
+    params = tmp_path / "params.yaml"
+    sections = {"amc": {"precision": "bf16"}, "glip": {"train": {"precision": "bf16"}},
+                "blip": {"train": {"precision": "fp32"}}}
+    params.write_text(yaml.safe_dump({"profile": "default", "seed": 0, **sections}))
+    monkeypatch.setattr(vlrepro.hardware, "native_bf16", lambda: False)
+    warning = bf16_warning(params, ["amc", "blip", "blip_capfilt"])
+    assert "amc.precision" in warning and "glip" not in warning and "blip" not in warning
+    assert "glip.train.precision" in bf16_warning(params, ["glip_transfer"])
+    assert bf16_warning(params, ["blip", "smcim"]) is None  # fp32, or no such setting
+    for answer in (True, None):  # bf16 instructions, or a CPU we cannot tell about
+        monkeypatch.setattr(vlrepro.hardware, "native_bf16", lambda answer=answer: answer)
+        assert bf16_warning(params, ["amc", "glip"]) is None

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import operator
 import os
 import re
 import shutil
@@ -44,6 +45,8 @@ from tqdm.auto import tqdm
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 COMMIT_EVERY = 60.0  # seconds between the starts of two commits while runs are still going
+# Keys that put a run's matmuls under bf16 autocast: faster on a CPU with bf16 instructions, far slower without.
+BF16_SETTINGS = ("amc.precision", "glip.train.precision", "ala.explain.rise_precision", "blip.train.precision")
 
 
 # Waits for a `dvc commit` that a killed runner left finishing, rather than failing on DVC's lock.
@@ -69,6 +72,25 @@ def stage_env() -> dict[str, str]:
     """The environment for a stage's command: its `python` is this interpreter (whose environment has vlrepro),
     even when no virtual environment was activated."""
     return {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+
+
+def bf16_warning(params_file: Path, families: list[str]) -> str | None:
+    """A warning when runs of ``families`` would compute in bf16 on a CPU that can only emulate it."""
+    from vlrepro.config import load_params
+    from vlrepro.hardware import native_bf16
+
+    papers = {family.split("_")[0] for family in families}  # glip_transfer reads the glip section
+    keys = [k for k in BF16_SETTINGS if k.split(".")[0] in papers]
+    if not keys or native_bf16() is not False:
+        return None
+    params = load_params(params_file, sections=sorted({k.split(".")[0] for k in keys}))
+    if not (slow := [k for k in keys if operator.attrgetter(k)(params) == "bf16"]):
+        return None
+    return (
+        f"warning: {params_file.name} asks for bf16 autocast ({', '.join(slow)}), but this CPU has no bf16 "
+        "instructions (AVX-512 BF16 or AMX): here bf16 runs tens of times slower than fp32. Set these keys to "
+        "fp32 on this machine (figures: the README's Benchmarks section)."
+    )
 
 
 def matrix_stages(stages: list, families: list[str] | None = None) -> dict[str, list]:
@@ -253,9 +275,12 @@ def main(argv: list[str] | None = None) -> int:
 
         every = list(Repo(str(root)).index.stages)
         families = matrix_stages(every, args.families or None)
-    except ValueError as e:
+        warning = bf16_warning(root / "params.yaml", list(families))
+    except ValueError as e:  # ConfigError included
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if warning:
+        print(warning, file=sys.stderr)
     remove_stale_outputs(root, every)
     t0 = time.perf_counter()
     if failed := run_matrix(root, families, every, max(1, args.jobs)):

@@ -198,3 +198,23 @@ def test_bf16_settings_warn_only_on_a_cpu_without_bf16_and_only_for_the_families
     for answer in (True, None):  # bf16 instructions, or a CPU we cannot tell about
         monkeypatch.setattr(vlrepro.hardware, "native_bf16", lambda answer=answer: answer)
         assert bf16_warning(params, ["amc", "glip"]) is None
+
+
+def test_recording_runs_at_once_writes_the_lock_file_dvc_commit_writes(tmp_path):
+    env = project(tmp_path, ["a", "b", "c"])
+    spec = yaml.safe_load((tmp_path / "dvc.yaml").read_text())
+    spec["stages"]["runs"]["outs"] = ["out/${item.name}.txt"]  # in the DVC cache, as a real run's folder is
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    sh("dvc", "repro", "prep", cwd=tmp_path, env=env)
+    for name in "cab":
+        sh("python", "run.py", name, cwd=tmp_path, env=env)
+    recorded = (tmp_path / "dvc.lock").read_text()
+    sh("dvc", "commit", "--force", "runs@c", "runs@a", "runs@b", cwd=tmp_path, env=env)
+    by_dvc = (tmp_path / "dvc.lock").read_text()
+    (tmp_path / "dvc.lock").write_text(recorded)
+    sh(sys.executable, "-m", "vlrepro.commit", "runs@c", "runs@a", "runs@b", cwd=tmp_path, env=env)
+    assert (tmp_path / "dvc.lock").read_text() == by_dvc
+    assert "runs@b" in by_dvc
+    assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=tmp_path, env=env).stdout
+    bad = sh(sys.executable, "-m", "vlrepro.commit", "runs@a", "runs@zz", cwd=tmp_path, env=env, check=False)
+    assert bad.returncode == 2 and "no stage named runs@zz" in bad.stderr

@@ -1,5 +1,5 @@
 # Entry points: `make repro` (the pipeline), `make test` (the test suite), `make verify` (do our numbers come back?).
-# All create .venv on first use from pyproject.toml + requirements/constraints.txt.
+# All create .venv on first use from pyproject.toml + requirements/constraints.txt (+ test-constraints.txt).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(abspath $(VENV)/bin)
@@ -9,10 +9,10 @@ export PATH := $(BIN):$(PATH)
 
 .PHONY: install repro verify test smoke lab lint clean-venv
 
-$(STAMP): pyproject.toml requirements/constraints.txt
+$(STAMP): pyproject.toml requirements/constraints.txt requirements/test-constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -c requirements/test-constraints.txt -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name vlrepro --display-name "vlrepro (.venv)" >/dev/null
 	touch $(STAMP)
 

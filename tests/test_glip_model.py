@@ -5,7 +5,7 @@ import torch
 from torchvision.ops import box_iou
 
 from vlrepro.glip.loss import assign, glip_loss
-from vlrepro.glip.model import GLIPConfig, GLIPHead
+from vlrepro.glip.model import GLIPConfig, GLIPHead, upsample
 from vlrepro.glip.prompts import class_scores
 
 
@@ -26,6 +26,31 @@ def test_assignment_by_hand():
     empty = assign([torch.zeros(0, 4)], [torch.zeros(0, dtype=torch.long)], [cmap], (4, 4), max_len=5)
     assert (empty.assigned == -1).all()
 
+
+
+def test_a_batch_is_assigned_as_its_images_one_by_one():
+    # images padded to the most boxes are assigned together: padding must claim no cell, an empty image none
+    g = torch.Generator().manual_seed(0)
+    boxes, classes, maps = [], [], []
+    for k in (3, 0, 1, 2):
+        corner = torch.rand(k, 2, generator=g) * 6
+        boxes.append(torch.cat([corner, corner + 1 + torch.rand(k, 2, generator=g) * 3], 1))
+        classes.append(torch.randint(0, 2, (k,), generator=g))
+        maps.append(torch.rand(2, 5, generator=g) > 0.5)
+    batch = assign(boxes, classes, maps, (8, 8), max_len=6)
+    for i in range(4):
+        one = assign(boxes[i : i + 1], classes[i : i + 1], maps[i : i + 1], (8, 8), max_len=6)
+        for field in ("assigned", "tokens", "boxes", "centerness"):
+            assert torch.equal(getattr(batch, field)[i], getattr(one, field)[0]), (i, field)
+    assert (batch.assigned[0] >= 0).any() and (batch.assigned[1] == -1).all()
+    assert batch.tokens[0, :, 5].sum() == 0  # max_len beyond the maps' 5 tokens: zeros
+
+
+@pytest.mark.parametrize(("size", "out"), [((2, 2), (16, 16)), ((4, 3), (16, 12)), ((5, 8), (7, 19))])
+def test_upsample_is_bilinear_interpolation(size, out):
+    maps = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
+    expected = torch.nn.functional.interpolate(maps, out, mode="bilinear")
+    torch.testing.assert_close(upsample(maps, *out), expected, rtol=0, atol=1e-5)
 
 def _toy(n: int, seed: int, dim: int = 16):
     """Images of a 4x4 grid with one 2x2 object of class 0, 1 or 2; its cells carry the class's vector plus

@@ -87,6 +87,18 @@ class GLIPHead(nn.Module):
                           self.centerness(feat).squeeze(-1))  # fmt: skip
 
 
+def upsample(maps: Tensor, h: int, w: int) -> Tensor:
+    """``F.interpolate(maps, (h, w), mode="bilinear")`` as two small matmuls (bilinear resizing is separable):
+    the same values up to rounding, and on the CPU its backward is a fraction of interpolate's (25 ms of a
+    GLIP training step, bf16)."""
+
+    def weights(n_in: int, n_out: int) -> Tensor:  # (n_out, n_in): row o mixes the inputs of output o
+        return F.interpolate(torch.eye(n_in, device=maps.device)[None], size=n_out, mode="linear")[0].T
+
+    ah, aw = weights(maps.shape[-2], h).to(maps.dtype), weights(maps.shape[-1], w).to(maps.dtype)
+    return torch.einsum("oh,bchw,pw->bcop", ah, maps, aw)
+
+
 class GLIP(nn.Module):
     """The world GLIP: a CNN (frozen unless ``train_cnn``) whose stage maps, resized to one grid of
     ``grid_stride`` px cells and concatenated, are the visual tokens; a frozen BERT over the prompt; and the
@@ -121,8 +133,10 @@ class GLIP(nn.Module):
         grid, coarser ones bilinearly upsampled."""
         h, w = images.shape[-2] // self.grid_stride, images.shape[-1] // self.grid_stride
         maps = [
-            F.adaptive_avg_pool2d(m, (h, w)) if m.shape[-2] >= h else F.interpolate(m, (h, w), mode="bilinear")
-            for m in self.cnn(images)
+            F.adaptive_avg_pool2d(m, (h, w)) if m.shape[-2] >= h else upsample(m, h, w)
+            # channels-last: the CPU's convolutions and the stem's max-pool are faster on it (the max-pool 17
+            # against 1-2 ms a batch); the maps are the same up to rounding
+            for m in self.cnn(images.contiguous(memory_format=torch.channels_last))
         ]
         return torch.cat(maps, 1).flatten(2).transpose(1, 2), (h, w)
 

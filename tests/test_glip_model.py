@@ -27,7 +27,6 @@ def test_assignment_by_hand():
     assert (empty.assigned == -1).all()
 
 
-
 def test_a_batch_is_assigned_as_its_images_one_by_one():
     # images padded to the most boxes are assigned together: padding must claim no cell, an empty image none
     g = torch.Generator().manual_seed(0)
@@ -51,6 +50,7 @@ def test_upsample_is_bilinear_interpolation(size, out):
     maps = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
     expected = torch.nn.functional.interpolate(maps, out, mode="bilinear")
     torch.testing.assert_close(upsample(maps, *out), expected, rtol=0, atol=1e-5)
+
 
 def _toy(n: int, seed: int, dim: int = 16):
     """Images of a 4x4 grid with one 2x2 object of class 0, 1 or 2; its cells carry the class's vector plus
